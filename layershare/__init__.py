@@ -1,0 +1,51 @@
+"""layershare: implicit ensembles and layer sharing in neural networks.
+
+Build or trace a model as a gated DAG, count, enumerate or sample the members
+of its implicit ensemble under a scheme (stochastic depth, drop-path), and
+evaluate and analyse them.
+
+Example:
+    >>> import layershare as ls
+    >>> model = ls.models.ResNet(blocks=3, width=8)
+    >>> ls.Sampler(model, ls.StochasticDepth(p_last=0.5)).count()
+    8
+"""
+
+from layershare import errors, models, nn
+from layershare.engine import evaluate
+from layershare.errors import (
+    GraphError,
+    LayershareError,
+    MemberError,
+    TooManyMembersError,
+    UntraceableModelError,
+)
+from layershare.graph import Edge, Graph, Node
+from layershare.members import Member, Members
+from layershare.sampler import Sampler
+from layershare.schemes import DropPath, Scheme, StochasticDepth
+from layershare.tracing import trace_graph
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DropPath",
+    "Edge",
+    "Graph",
+    "GraphError",
+    "LayershareError",
+    "Member",
+    "MemberError",
+    "Members",
+    "Node",
+    "Sampler",
+    "Scheme",
+    "StochasticDepth",
+    "TooManyMembersError",
+    "UntraceableModelError",
+    "errors",
+    "evaluate",
+    "models",
+    "nn",
+    "trace_graph",
+]

@@ -1,0 +1,268 @@
+"""The engine: one interpreter that runs a gated graph for a batch of members.
+
+Every way of running a layershare model goes through :func:`run`: a plain
+call in training or eval mode, ``model(x, member=m)``, and
+:func:`evaluate`, which stacks several members along the batch dimension
+(member-major: rows ``i * N .. (i + 1) * N - 1`` belong to member ``i``) and
+gives each row its member's gate weights. The combining rules live in
+:func:`layershare.nn.combine`; the weights come from the scheme.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from layershare.errors import MemberError
+from layershare.graph import Graph
+from layershare.members import Member, Members
+from layershare.nn.join import Join, combine
+
+__all__ = ["evaluate", "forward", "member_weights", "run"]
+
+logger = logging.getLogger(__name__)
+
+REDUCTIONS = (None, "mean", "votes")
+
+
+class GateInterpreter(fx.Interpreter):
+    """Interpret a traced graph, giving each join its gate weights.
+
+    Args:
+        model: The module the graph was traced from.
+        graph: The layershare graph (its ``fx_graph`` is interpreted).
+        edge_weights: Weights ``[num_gates, rows]`` with ``rows`` 1 (one
+            assignment for the whole batch) or the batch size, or ``None`` to
+            keep every input with weight 1.
+    """
+
+    def __init__(
+        self, model: nn.Module, graph: Graph, edge_weights: Tensor | None
+    ) -> None:
+        super().__init__(model, graph=graph.fx_graph)
+        self.edge_weights = edge_weights
+        self.join_gates = _join_gates(graph)
+        self.current: fx.Node | None = None
+
+    def run_node(self, n: fx.Node) -> Any:
+        self.current = n
+        return super().run_node(n)
+
+    def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
+        module = self.fetch_attr(target)
+        if not isinstance(module, Join):
+            return super().call_module(target, args, kwargs)
+        gates = self.join_gates[self.current.name]
+        weights = [
+            None if g is None else self._weight(g, x)
+            for g, x in zip(gates, args, strict=True)
+        ]
+        return combine(args, module.rule, weights)
+
+    def _weight(self, gate: int, x: Tensor) -> Tensor | None:
+        if self.edge_weights is None:
+            return None
+        w = self.edge_weights[gate].to(device=x.device, dtype=x.dtype)
+        if w.numel() == 1:
+            return w.reshape(())
+        if w.shape[0] != x.shape[0]:
+            raise MemberError(
+                f"gate weights cover {w.shape[0]} rows but the join input has batch "
+                f"size {x.shape[0]}"
+            )
+        return w.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def _join_gates(graph: Graph) -> dict[str, list[int | None]]:
+    """Map each join to the gate id of each input (``None`` when ungated)."""
+    cached = getattr(graph, "_join_gate_map", None)
+    if cached is None:
+        cached = {
+            join: [graph.edges[i].gate for i in graph.in_edges(join)]
+            for join in graph.joins
+        }
+        graph._join_gate_map = cached
+    return cached
+
+
+def run(model: nn.Module, inputs: Sequence[Tensor], edge_weights: Tensor | None) -> Any:
+    """Run a model's traced graph with explicit gate weights.
+
+    Args:
+        model: A model with a ``graph`` (a :class:`~layershare.nn.GatedModel`).
+        inputs: The forward's positional inputs.
+        edge_weights: ``[num_gates, rows]`` weights or ``None`` (all kept).
+
+    Returns:
+        Whatever the model's forward returns.
+    """
+    graph = model.graph
+    return GateInterpreter(model, graph, edge_weights).run(*inputs)
+
+
+def member_weights(model: nn.Module, bits: Tensor) -> Tensor:
+    """Return the edge weights ``[M, num_gates]`` of members under the model's scheme."""
+    scheme = getattr(model, "scheme", None)
+    if scheme is None:
+        return bits.to(torch.get_default_dtype())
+    return scheme.member_weights(model.graph, bits)
+
+
+def _check_members(model: nn.Module, members: Any) -> Members:
+    members = Members.coerce(members)
+    graph = model.graph
+    if members.num_gates != graph.num_gates:
+        raise MemberError(
+            f"the members have {members.num_gates} gates but {type(model).__name__} "
+            f"has {graph.num_gates}; sample members from Sampler(model, scheme)"
+        )
+    graph.active_edges(members.bits)
+    return members
+
+
+def _sampler(model: nn.Module, scheme: Any):
+    """Return a cached :class:`~layershare.Sampler` for training-time draws."""
+    from layershare.sampler import Sampler
+
+    cache = model.__dict__.setdefault("_sampler_cache", {})
+    key = (model.graph_key(), id(scheme))
+    if key not in cache:
+        cache[key] = Sampler(model.graph, scheme)
+    return cache[key]
+
+
+def forward(model: nn.Module, args: tuple, kwargs: dict, member: Any) -> Any:
+    """Run one call of a gated model (see :class:`~layershare.nn.GatedModel`)."""
+    if kwargs:
+        raise TypeError(
+            f"{type(model).__name__} takes its inputs positionally (and member=); "
+            f"got keyword arguments {sorted(kwargs)}"
+        )
+    graph = model.graph
+    scheme = getattr(model, "scheme", None)
+    if member is not None:
+        members = _check_members(model, member)
+        if len(members) != 1:
+            raise MemberError(
+                f"model(x, member=...) runs one member, but got {len(members)}; use "
+                f"ls.evaluate(model, members, x) for several"
+            )
+        weights = member_weights(model, members.bits).T
+    elif scheme is None or graph.num_gates == 0:
+        weights = None
+    elif model.training:
+        rows = 1 if scheme.granularity == "batch" else _batch_size(args)
+        seed = int(torch.randint(0, 2**62, (1,)))
+        bits = _sampler(model, scheme).draw_bits(seed, np.arange(rows))
+        weights = scheme.member_weights(graph, torch.from_numpy(bits)).T
+    else:
+        weights = scheme.inference_weights(graph).unsqueeze(1)
+    return run(model, args, weights)
+
+
+def _batch_size(args: tuple) -> int:
+    for a in args:
+        if isinstance(a, Tensor) and a.dim() > 0:
+            return a.shape[0]
+    raise TypeError("per-sample gates need a tensor input with a batch dimension")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    members: Members | Member | Sequence[Member],
+    x: Tensor,
+    *,
+    batch_size: int = 512,
+    max_rows: int = 16384,
+    device: torch.device | str | None = None,
+    reduce: str | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Evaluate many members on the same inputs, batched.
+
+    Members are stacked along the batch dimension, at most ``max_rows`` rows
+    (members times samples) per forward. The model runs in eval mode (batch
+    norm uses its running statistics) and its mode is restored afterwards.
+    The result does not depend on ``batch_size`` or ``max_rows`` beyond
+    floating-point reassociation in the backend's kernels.
+
+    Args:
+        model: A :class:`~layershare.nn.GatedModel`.
+        members: The members to run.
+        x: Inputs ``[N, *]``.
+        batch_size: Samples per chunk (default: 512).
+        max_rows: Rows per forward (default: 16384).
+        device: Where to compute (default: the model's device).
+        reduce: ``None`` returns every member's output; ``"mean"`` streams the
+            mean of the members' softmax probabilities; ``"votes"`` streams the
+            per-class count of members whose argmax is that class
+            (default: ``None``).
+        progress: Show a tqdm progress bar (default: ``False``).
+
+    Returns:
+        ``[M, N, C]`` outputs when ``reduce`` is ``None``, else ``[N, C]``, on
+        ``x``'s device.
+
+    Example:
+        >>> out = evaluate(model, sampler.enumerate(), x)  # doctest: +SKIP
+    """
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {REDUCTIONS}, but got {reduce!r}")
+    for name, value in (("batch_size", batch_size), ("max_rows", max_rows)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, but got {value!r}")
+    if not isinstance(x, Tensor) or x.dim() < 1:
+        raise TypeError(f"x must be a tensor [N, *], but got {type(x).__name__}")
+    members = _check_members(model, members)
+    if device is None:
+        device = next((p.device for p in model.parameters()), x.device)
+    weights = member_weights(model, members.bits).to(device)
+
+    n, m = x.shape[0], len(members)
+    samples = min(batch_size, max(n, 1))
+    per_chunk = max(1, max_rows // samples)
+    was_training = model.training
+    model.eval()
+    result: Tensor | None = None
+    chunks = [(m0, d0) for m0 in range(0, m, per_chunk) for d0 in range(0, n, samples)]
+    try:
+        for m0, d0 in tqdm(chunks, disable=not progress, desc="members", leave=False):
+            m1, d1 = min(m0 + per_chunk, m), min(d0 + samples, n)
+            xb = x[d0:d1].to(device)
+            rows = xb.repeat(m1 - m0, *([1] * (xb.dim() - 1)))
+            w = weights[m0:m1].repeat_interleave(d1 - d0, dim=0).T
+            out = run(model, (rows,), w)
+            out = out.reshape(m1 - m0, d1 - d0, *out.shape[1:])
+            result = _accumulate(result, out, reduce, (m, n), (m0, m1, d0, d1))
+    finally:
+        model.train(was_training)
+    if result is None:
+        raise MemberError("no members or no samples to evaluate")
+    return result.to(x.device)
+
+
+def _accumulate(result, out, reduce, sizes, window):
+    """Store one chunk of outputs, or add it to a streamed reduction."""
+    m, n = sizes
+    m0, m1, d0, d1 = window
+    if reduce is None:
+        if result is None:
+            result = out.new_empty((m, n, *out.shape[2:]))
+        result[m0:m1, d0:d1] = out
+        return result
+    if result is None:
+        result = out.new_zeros((n, *out.shape[2:]))
+    if reduce == "mean":
+        result[d0:d1] += torch.softmax(out.double(), dim=-1).sum(0).to(result.dtype) / m
+    else:
+        votes = torch.nn.functional.one_hot(out.argmax(-1), out.shape[-1]).sum(0)
+        result[d0:d1] += votes.to(result.dtype)
+    return result

@@ -1,0 +1,50 @@
+"""Counter-based random numbers for reproducible members.
+
+Member ``i`` of ``Sampler.sample(n, seed=s)`` must be the same whatever ``n``,
+the chunk size, the batch size or the device. The uniforms behind it are
+therefore a pure function of ``(seed, stream, row, column)``: the SplitMix64
+finalizer (Steele, Lea and Flood 2014, "Fast splittable pseudorandom number
+generators") applied to a mix of those four integers, computed with numpy
+``uint64`` arithmetic, which wraps modulo 2**64 on every platform.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["uniforms"]
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """Apply the SplitMix64 finalizer element-wise to a ``uint64`` array."""
+    z = x + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def uniforms(seed: int, rows: np.ndarray, columns: int, stream: int = 0) -> np.ndarray:
+    """Compute uniforms in [0, 1) that depend only on their coordinates.
+
+    Args:
+        seed: Non-negative integer seed.
+        rows: Row counters (for instance member indices), any integer array.
+        columns: Number of uniforms per row.
+        stream: Independent stream number for the same seed (default: 0).
+
+    Returns:
+        A float64 array of shape ``[len(rows), columns]``.
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, but got {seed}")
+    with np.errstate(over="ignore"):
+        key = _splitmix64(np.array([seed], dtype=np.uint64))
+        key = _splitmix64(key ^ np.array([stream], dtype=np.uint64))
+        row = _splitmix64(key ^ np.asarray(rows, dtype=np.int64).astype(np.uint64))
+        col = np.arange(columns, dtype=np.uint64)
+        bits = _splitmix64(row[:, None] ^ _splitmix64(col + key)[None, :])
+    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
