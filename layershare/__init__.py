@@ -11,7 +11,7 @@ Example:
     8
 """
 
-from layershare import errors, models, nn
+from layershare import errors, models, nn, train
 from layershare.engine import evaluate
 from layershare.errors import (
     GraphError,
@@ -48,4 +48,5 @@ __all__ = [
     "models",
     "nn",
     "trace_graph",
+    "train",
 ]
