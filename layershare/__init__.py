@@ -21,6 +21,7 @@ from layershare.errors import (
     UntraceableModelError,
 )
 from layershare.graph import Edge, Graph, Node
+from layershare.lesion import lesion_members
 from layershare.members import Member, Members
 from layershare.sampler import Sampler
 from layershare.schemes import DropPath, Scheme, StochasticDepth
@@ -47,6 +48,7 @@ __all__ = [
     "evaluate",
     "models",
     "nn",
+    "lesion_members",
     "trace_graph",
     "train",
 ]

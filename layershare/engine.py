@@ -107,11 +107,29 @@ def run(model: nn.Module, inputs: Sequence[Tensor], edge_weights: Tensor | None)
     return GateInterpreter(model, graph, edge_weights).run(*inputs)
 
 
-def member_weights(model: nn.Module, bits: Tensor) -> Tensor:
-    """Return the edge weights ``[M, num_gates]`` of members under the model's scheme."""
+RULES = ("member", "inference")
+
+
+def member_weights(model: nn.Module, bits: Tensor, rule: str = "member") -> Tensor:
+    """Return the edge weights ``[M, num_gates]`` of members under the model's scheme.
+
+    Args:
+        model: The gated model; its ``scheme`` decides the weights.
+        bits: Keep bits ``[M, num_gates]``.
+        rule: ``"member"`` weighs kept gates as a training step with those gates
+            does; ``"inference"`` gives kept gates the scheme's deterministic
+            inference weight, so the all-kept member is exactly the eval model
+            and a member with gate ``g`` off is the eval model with that
+            branch removed, as in a lesion study (default: ``"member"``).
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, but got {rule!r}")
     scheme = getattr(model, "scheme", None)
     if scheme is None:
         return bits.to(torch.get_default_dtype())
+    if rule == "inference":
+        kept = bits.to(torch.get_default_dtype())
+        return kept * scheme.inference_weights(model.graph).to(kept.dtype)
     return scheme.member_weights(model.graph, bits)
 
 
@@ -184,6 +202,7 @@ def evaluate(
     max_rows: int = 16384,
     device: torch.device | str | None = None,
     reduce: str | None = None,
+    rule: str = "member",
     progress: bool = False,
 ) -> Tensor:
     """Evaluate many members on the same inputs, batched.
@@ -205,6 +224,8 @@ def evaluate(
             mean of the members' softmax probabilities; ``"votes"`` streams the
             per-class count of members whose argmax is that class
             (default: ``None``).
+        rule: ``"member"`` or ``"inference"``, see :func:`member_weights`
+            (default: ``"member"``).
         progress: Show a tqdm progress bar (default: ``False``).
 
     Returns:
@@ -224,7 +245,7 @@ def evaluate(
     members = _check_members(model, members)
     if device is None:
         device = next((p.device for p in model.parameters()), x.device)
-    weights = member_weights(model, members.bits).to(device)
+    weights = member_weights(model, members.bits, rule).to(device)
 
     n, m = x.shape[0], len(members)
     samples = min(batch_size, max(n, 1))
