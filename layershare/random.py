@@ -4,7 +4,7 @@ Member ``i`` of ``Sampler.sample(n, seed=s)`` must be the same whatever ``n``,
 the chunk size, the batch size or the device. The uniforms behind it are
 therefore a pure function of ``(seed, stream, row, column)``: the SplitMix64
 finalizer (Steele, Lea and Flood 2014, "Fast splittable pseudorandom number
-generators") applied to a mix of those four integers, computed with numpy
+generators") applied to a chain of those four integers, computed with numpy
 ``uint64`` arithmetic, which wraps modulo 2**64 on every platform.
 """
 
@@ -45,6 +45,10 @@ def uniforms(seed: int, rows: np.ndarray, columns: int, stream: int = 0) -> np.n
         key = _splitmix64(np.array([seed], dtype=np.uint64))
         key = _splitmix64(key ^ np.array([stream], dtype=np.uint64))
         row = _splitmix64(key ^ np.asarray(rows, dtype=np.int64).astype(np.uint64))
+
+        # Chain the column into the row's hash. Hashing the column with the
+        # same key and XOR-ing the two would cancel wherever key ^ row equals
+        # key + column, fixing uniform (0, 0) for every seed.
         col = np.arange(columns, dtype=np.uint64)
-        bits = _splitmix64(row[:, None] ^ _splitmix64(col + key)[None, :])
+        bits = _splitmix64(row[:, None] ^ col[None, :])
     return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
