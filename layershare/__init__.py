@@ -11,7 +11,7 @@ Example:
     8
 """
 
-from layershare import errors, models, nn, train
+from layershare import errors, metrics, models, nn, train
 from layershare.engine import evaluate
 from layershare.errors import (
     GraphError,
@@ -46,6 +46,7 @@ __all__ = [
     "UntraceableModelError",
     "errors",
     "evaluate",
+    "metrics",
     "models",
     "nn",
     "lesion_members",

@@ -1,0 +1,47 @@
+"""Measures of implicit ensembles: accuracy, diversity, curves and lesions.
+
+Every measure takes tensors, never models: member outputs as logits
+``[members, samples, classes]`` (floating point) or predicted labels
+``[members, samples]`` (integer), and labels ``[samples]``, such as the
+outputs of :func:`layershare.evaluate`. Results are float64 tensors or
+pandas DataFrames. A predicted label is the argmax over classes, and a tie
+goes to the first maximal class, the rule ``torch.argmax`` documents.
+
+Pairwise measures return the mean over the ``M * (M - 1) / 2`` pairs of
+members, or the ``[M, M]`` matrix with ``matrix=True``.
+
+Example:
+    >>> import layershare as ls
+    >>> predictions = torch.tensor([[0, 1, 0, 0], [0, 2, 0, 1]])
+    >>> labels = torch.tensor([0, 1, 2, 0])
+    >>> ls.metrics.disagreement(predictions, labels)
+    tensor(0.5000, dtype=torch.float64)
+"""
+
+from layershare.metrics.accuracy import accuracy, ensemble_probabilities, majority_vote
+from layershare.metrics.curves import curve_sizes, ensemble_curve, member_order
+from layershare.metrics.lesion import lesion_table
+from layershare.metrics.pairwise import (
+    PairwiseCounts,
+    correlation,
+    disagreement,
+    double_fault,
+    pairwise_kappa,
+    q_statistic,
+)
+
+__all__ = [
+    "PairwiseCounts",
+    "accuracy",
+    "correlation",
+    "curve_sizes",
+    "disagreement",
+    "double_fault",
+    "ensemble_curve",
+    "ensemble_probabilities",
+    "lesion_table",
+    "majority_vote",
+    "member_order",
+    "pairwise_kappa",
+    "q_statistic",
+]
