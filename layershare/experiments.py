@@ -84,7 +84,9 @@ def _lookup(table: Mapping[str, Any], kind: str, name: str) -> Any:
 def load_data(params: Mapping[str, Any]) -> DataSplit:
     """Load the digits split the parameters' model needs."""
     kind, _ = _lookup(MODELS, "model", params["model"])
-    return digits(kind, test_fraction=params.get("test_fraction", 0.2), seed=params.get("seed", 0))
+    return digits(
+        kind, test_fraction=params.get("test_fraction", 0.2), seed=params.get("seed", 0)
+    )
 
 
 def build_model(params: Mapping[str, Any], data: DataSplit) -> nn.Module:

@@ -146,7 +146,7 @@ def fit(
 def accuracy_on(
     model: nn.Module, data: Dataset, *, batch_size: int = 1024, device=None
 ) -> float:
-    """Return the accuracy of the model in eval mode (its inference rule) on a dataset."""
+    """Return the eval-mode accuracy (the inference rule) of a model on a dataset."""
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     was_training = model.training

@@ -1,4 +1,4 @@
-"""The engine: members, plain calls and batched evaluation agree with hand-built nets."""
+"""The engine: members, plain calls and batched evaluation match hand-built nets."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_member_matches_hand_computation(model):
 
 def test_eval_uses_survival_rates(model):
     x = torch.randn(7, 5)
-    survival = [1 - (l / 3) * 0.5 for l in (1, 2, 3)]
+    survival = [1 - (block / 3) * 0.5 for block in (1, 2, 3)]
     torch.testing.assert_close(model(x), by_hand(model, x, survival), rtol=0, atol=1e-6)
 
 
@@ -49,7 +49,9 @@ def test_train_scale_member_divides_by_survival(model):
 def test_train_scale_eval_keeps_every_branch(model):
     model.scheme = ls.StochasticDepth(p_last=0.5, scale="train")
     x = torch.randn(7, 5)
-    torch.testing.assert_close(model(x), by_hand(model, x, [1.0] * 3), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        model(x), by_hand(model, x, [1.0] * 3), rtol=0, atol=1e-6
+    )
 
 
 def test_evaluate_matches_member_calls(model):
@@ -61,7 +63,9 @@ def test_evaluate_matches_member_calls(model):
         torch.testing.assert_close(out[i], model(x, member=member), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize(("batch_size", "max_rows"), [(1, 1), (2, 5), (4, 64), (9, 10**6)])
+@pytest.mark.parametrize(
+    ("batch_size", "max_rows"), [(1, 1), (2, 5), (4, 64), (9, 10**6)]
+)
 def test_evaluate_chunking_invariant(model, batch_size, max_rows):
     x = torch.randn(9, 5)
     members = ls.Sampler(model, model.scheme).enumerate()
@@ -118,11 +122,15 @@ def train_without_batch_norm(model: ResidualMLP) -> None:
             module.eval()
 
 
-@pytest.mark.parametrize(("granularity", "distinct_rows"), [("batch", 1), ("sample", 8)])
+@pytest.mark.parametrize(
+    ("granularity", "distinct_rows"), [("batch", 1), ("sample", 8)]
+)
 def test_granularity_sets_draws_per_row(granularity, distinct_rows):
     torch.manual_seed(0)
     model = ResidualMLP(in_features=5, width=32, blocks=3, num_classes=4)
-    model.scheme = ls.StochasticDepth(p_last=0.5, rule="uniform", granularity=granularity)
+    model.scheme = ls.StochasticDepth(
+        p_last=0.5, rule="uniform", granularity=granularity
+    )
     train_without_batch_norm(model)
     x = torch.randn(1, 5).expand(256, 5)
     torch.manual_seed(0)
@@ -147,9 +155,13 @@ def test_keyword_inputs_rejected(model):
 
 def test_bad_reduce_rejected(model):
     with pytest.raises(ValueError, match="reduce"):
-        ls.evaluate(model, ls.Members.from_codes([1], 3), torch.randn(2, 5), reduce="max")
+        ls.evaluate(
+            model, ls.Members.from_codes([1], 3), torch.randn(2, 5), reduce="max"
+        )
 
 
 def test_bad_rule_rejected(model):
     with pytest.raises(ValueError, match="rule"):
-        ls.evaluate(model, ls.Members.from_codes([1], 3), torch.randn(2, 5), rule="test")
+        ls.evaluate(
+            model, ls.Members.from_codes([1], 3), torch.randn(2, 5), rule="test"
+        )
