@@ -132,8 +132,8 @@ def test_counts_accumulate_batches():
     predictions = torch.randint(0, 4, (3, 600), generator=generator)
     labels = torch.randint(0, 4, (600,), generator=generator)
     counts = metrics.PairwiseCounts()
-    for start in range(0, 600, 2):
-        counts.update(predictions[:, start : start + 2], labels[start : start + 2])
+    for start in range(0, 600, 3):
+        counts.update(predictions[:, start : start + 3], labels[start : start + 3])
     whole = metrics.PairwiseCounts.from_outputs(predictions, labels)
     assert counts.samples == 600
     assert torch.equal(counts.n00, whole.n00)

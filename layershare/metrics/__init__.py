@@ -18,8 +18,29 @@ Example:
     tensor(0.5000, dtype=torch.float64)
 """
 
-from layershare.metrics.accuracy import accuracy, ensemble_probabilities, majority_vote
-from layershare.metrics.curves import curve_sizes, ensemble_curve, member_order
+from layershare.metrics.accuracy import (
+    accuracy,
+    ensemble_probabilities,
+    majority_vote,
+)
+from layershare.metrics.calibration import (
+    CalibrationCounts,
+    brier_score,
+    expected_calibration_error,
+    nll,
+    reliability_table,
+)
+from layershare.metrics.curves import (
+    curve_sizes,
+    ensemble_curve,
+    member_order,
+)
+from layershare.metrics.diversity import (
+    entropy_measure,
+    interrater_kappa,
+    kw_variance,
+    label_disagreement,
+)
 from layershare.metrics.lesion import lesion_table
 from layershare.metrics.pairwise import (
     PairwiseCounts,
@@ -29,19 +50,38 @@ from layershare.metrics.pairwise import (
     pairwise_kappa,
     q_statistic,
 )
+from layershare.metrics.probabilistic import (
+    Decomposition,
+    ambiguity_decomposition,
+    js_diversity,
+    kl_diversity,
+)
 
 __all__ = [
+    "CalibrationCounts",
+    "Decomposition",
     "PairwiseCounts",
     "accuracy",
+    "ambiguity_decomposition",
+    "brier_score",
     "correlation",
     "curve_sizes",
     "disagreement",
     "double_fault",
     "ensemble_curve",
     "ensemble_probabilities",
+    "entropy_measure",
+    "expected_calibration_error",
+    "interrater_kappa",
+    "js_diversity",
+    "kl_diversity",
+    "kw_variance",
+    "label_disagreement",
     "lesion_table",
     "majority_vote",
     "member_order",
+    "nll",
     "pairwise_kappa",
     "q_statistic",
+    "reliability_table",
 ]

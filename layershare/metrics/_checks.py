@@ -27,6 +27,8 @@ __all__ = [
     "as_probabilities",
     "as_tensor",
     "check_member_count",
+    "check_votes",
+    "correct_counts",
     "member_predictions",
     "predictions_and_labels",
     "PROBABILITY_TOLERANCE",
@@ -195,3 +197,57 @@ def check_member_count(members: int, needed: int, measure: str) -> None:
             f"{measure} compares members, so it needs at least {needed}, but got "
             f"{members}; pass the outputs of several members"
         )
+
+
+def correct_counts(
+    outputs: Any, labels: Any, *, votes: bool, measure: str
+) -> tuple[Tensor, int]:
+    """Return the members right on each sample ``[N]`` (float64) and ``M``.
+
+    With ``votes=False`` the outputs are member outputs ``[M, N(, C)]``. With
+    ``votes=True`` they are per-sample class counts ``[N, C]``, such as
+    ``ls.evaluate(..., reduce="votes")`` returns: ``outputs[j, c]`` members
+    predict class ``c`` for sample ``j``, and every row sums to ``M``.
+    """
+    if not votes:
+        predictions, checked = member_predictions(outputs, labels, measure)
+        if checked is None:
+            raise TypeError(f"{measure} needs labels [samples], but got None")
+        right = (predictions == checked.to(predictions.device)).sum(0)
+        return right.double().cpu(), predictions.shape[0]
+
+    table = check_votes(outputs, measure)
+    checked = as_labels(labels, table.shape[0], table.shape[1]).to(table.device)
+    members = int(table[0].sum())
+    right = table.gather(1, checked[:, None])[:, 0]
+    return right.cpu(), members
+
+
+def check_votes(votes: Any, measure: str) -> Tensor:
+    """Return a vote table ``[N, C]`` as float64 after checking its counts.
+
+    Raises:
+        ValueError: When the table is not 2-d, holds negative or fractional
+            counts, rows with different sums, or fewer than 2 members.
+    """
+    table = as_tensor(votes, "votes").double()
+    if table.dim() != 2 or table.shape[0] == 0:
+        raise ValueError(
+            f"votes must be per-sample class counts [samples, classes], but got "
+            f"shape {tuple(table.shape)}"
+        )
+    _check_finite(table, "votes")
+    if bool((table < 0).any()) or not bool((table == table.round()).all()):
+        raise ValueError(
+            "votes must be non-negative whole counts of members per class, as "
+            'ls.evaluate(..., reduce="votes") returns'
+        )
+    totals = table.sum(1)
+    if bool((totals != totals[0]).any()):
+        raise ValueError(
+            f"every sample must have the same number of votes, but the row sums "
+            f"range from {int(totals.min())} to {int(totals.max())}; add vote "
+            f"tables of the same members only"
+        )
+    check_member_count(int(totals[0]), 2, measure)
+    return table

@@ -31,7 +31,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from layershare.metrics._checks import check_member_count, member_predictions
+from layershare.metrics._checks import (
+    check_member_count,
+    correct_counts,
+    member_predictions,
+)
 
 __all__ = [
     "PairwiseCounts",
@@ -198,11 +202,13 @@ def _reduce(values: Tensor, matrix: bool) -> Tensor:
     return values[rows, cols].mean()
 
 
-def disagreement(outputs: Any, labels: Any, *, matrix: bool = False) -> Tensor:
+def disagreement(
+    outputs: Any, labels: Any, *, matrix: bool = False, votes: bool = False
+) -> Tensor:
     """Compute the oracle disagreement of members, ``(N01 + N10) / N``.
 
     The fraction of samples on which exactly one of two members is right
-    (Skalak 1996, in Kuncheva and Whitaker 2003, eq. 4). Beyond two classes it
+    (Kuncheva and Whitaker 2003). Beyond two classes it
     differs from the fraction of samples on which the predicted labels differ
     (:func:`~layershare.metrics.label_disagreement`): two members that are
     both wrong with different labels disagree on labels, not on the oracle.
@@ -213,44 +219,74 @@ def disagreement(outputs: Any, labels: Any, *, matrix: bool = False) -> Tensor:
         labels: Class indices ``[N]``.
         matrix: Return the ``[M, M]`` matrix (zero diagonal) instead of the
             mean over pairs (default: ``False``).
+        votes: Read ``outputs`` as per-sample class counts ``[N, C]`` from
+            ``ls.evaluate(..., reduce="votes")``. With ``l_j`` members right
+            on sample ``j``, the mean over pairs is
+            ``(1 / N) * sum_j 2 l_j (M - l_j) / (M (M - 1))``; the matrix needs
+            member outputs (default: ``False``).
 
     Returns:
         A 0-d float64 tensor, or ``[M, M]`` with ``matrix=True``.
 
     Raises:
-        ValueError: For fewer than 2 members, or outputs and labels of
-            different lengths.
+        ValueError: For fewer than 2 members, outputs and labels of different
+            lengths, or ``matrix=True`` with ``votes=True``.
 
     Example:
         >>> predictions = torch.tensor([[0, 1, 0, 0], [0, 2, 0, 1]])
         >>> disagreement(predictions, torch.tensor([0, 1, 2, 0]))
         tensor(0.5000, dtype=torch.float64)
     """
+    if votes:
+        right, members = _vote_counts(outputs, labels, matrix, "disagreement")
+        return (2 * right * (members - right)).mean() / (members * (members - 1))
     return PairwiseCounts.from_outputs(outputs, labels).disagreement(matrix=matrix)
 
 
-def double_fault(outputs: Any, labels: Any, *, matrix: bool = False) -> Tensor:
+def double_fault(
+    outputs: Any, labels: Any, *, matrix: bool = False, votes: bool = False
+) -> Tensor:
     """Compute the double fault ``N00 / N``: the fraction both members get wrong.
 
-    Giacinto and Roli 2001, in Kuncheva and Whitaker 2003, eq. 5. Lower means
+    As defined in Kuncheva and Whitaker 2003. Lower means
     more diverse errors. The matrix diagonal is each member's error rate.
 
     Args:
         outputs: Member logits ``[M, N, C]`` or predicted labels ``[M, N]``.
         labels: Class indices ``[N]``.
         matrix: Return the ``[M, M]`` matrix (default: ``False``).
+        votes: Read ``outputs`` as per-sample class counts ``[N, C]``. With
+            ``w_j`` members wrong on sample ``j``, the mean over pairs is
+            ``(1 / N) * sum_j w_j (w_j - 1) / (M (M - 1))`` (default:
+            ``False``).
 
     Returns:
         A 0-d float64 tensor, or ``[M, M]`` with ``matrix=True``.
     """
+    if votes:
+        right, members = _vote_counts(outputs, labels, matrix, "double_fault")
+        wrong = members - right
+        return (wrong * (wrong - 1)).mean() / (members * (members - 1))
     return PairwiseCounts.from_outputs(outputs, labels).double_fault(matrix=matrix)
+
+
+def _vote_counts(
+    votes: Any, labels: Any, matrix: bool, measure: str
+) -> tuple[Tensor, int]:
+    """Return members right per sample from a vote table, rejecting ``matrix``."""
+    if matrix:
+        raise ValueError(
+            f"{measure}(..., matrix=True) needs member outputs [members, samples]; "
+            f"vote counts only give the mean over pairs"
+        )
+    return correct_counts(votes, labels, votes=True, measure=measure)
 
 
 def q_statistic(outputs: Any, labels: Any, *, matrix: bool = False) -> Tensor:
     """Compute Yule's Q of the oracle outputs.
 
     ``Q = (N11 N00 - N01 N10) / (N11 N00 + N01 N10)`` (Yule 1900, in Kuncheva
-    and Whitaker 2003, eq. 1), in ``[-1, 1]``: 0 for members whose errors are
+    and Whitaker 2003), in ``[-1, 1]``: 0 for members whose errors are
     statistically independent, negative when they err on different samples.
     Identical oracle outputs give 1; any other zero denominator gives 0.
 
@@ -269,7 +305,7 @@ def correlation(outputs: Any, labels: Any, *, matrix: bool = False) -> Tensor:
     """Compute the correlation coefficient rho of the oracle outputs.
 
     ``rho = (N11 N00 - N01 N10) / sqrt((N11 + N10)(N01 + N00)(N11 + N01)(N10 + N00))``
-    (Kuncheva and Whitaker 2003, eq. 2), the Pearson correlation of the two
+    (Kuncheva and Whitaker 2003), the Pearson correlation of the two
     0/1 right-or-wrong vectors. Identical oracle outputs give 1; any other
     zero denominator (a member right on all or no samples) gives 0.
 
