@@ -27,3 +27,14 @@ def test_lesion_table_logits_no_reference():
 def test_lesion_table_count_mismatch():
     with pytest.raises(ValueError, match="removed lists 1 lesions"):
         metrics.lesion_table(torch.zeros(2, 3, dtype=torch.long), [0, 0, 0], [(0,)])
+
+
+def test_column_table_drop():
+    predictions = torch.tensor([[0, 1, 0, 0], [0, 1, 1, 0], [1, 1, 1, 1]])
+    labels = torch.tensor([0, 1, 1, 0])
+    reference = torch.tensor([0, 1, 1, 1])
+    table = metrics.column_table(predictions, labels, reference=reference)
+    assert list(table.columns) == ["column", "accuracy", "drop"]
+    assert table["column"].tolist() == [0, 1, 2]
+    assert table["accuracy"].tolist() == pytest.approx([0.75, 1.0, 0.5])
+    assert table["drop"].tolist() == pytest.approx([0.0, -0.25, 0.25])

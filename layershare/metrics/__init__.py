@@ -18,6 +18,7 @@ Example:
     tensor(0.5000, dtype=torch.float64)
 """
 
+from layershare.metrics import probes
 from layershare.metrics.accuracy import (
     accuracy,
     ensemble_probabilities,
@@ -30,6 +31,7 @@ from layershare.metrics.calibration import (
     nll,
     reliability_table,
 )
+from layershare.metrics.cka import cka, cka_matrix, hsic
 from layershare.metrics.curves import (
     curve_sizes,
     ensemble_curve,
@@ -41,7 +43,7 @@ from layershare.metrics.diversity import (
     kw_variance,
     label_disagreement,
 )
-from layershare.metrics.lesion import lesion_table
+from layershare.metrics.lesion import column_table, lesion_table
 from layershare.metrics.pairwise import (
     PairwiseCounts,
     correlation,
@@ -50,21 +52,44 @@ from layershare.metrics.pairwise import (
     pairwise_kappa,
     q_statistic,
 )
+from layershare.metrics.paths import (
+    accuracy_by_length,
+    length_distribution,
+    path_gradient_table,
+)
 from layershare.metrics.probabilistic import (
     Decomposition,
     ambiguity_decomposition,
     js_diversity,
     kl_diversity,
 )
+from layershare.metrics.tying import (
+    Similarity,
+    batchnorm_shift,
+    block_similarity,
+    cosine_similarity,
+    parameter_table,
+    step_cka,
+    step_ratio,
+    steps_table,
+)
 
 __all__ = [
     "CalibrationCounts",
     "Decomposition",
     "PairwiseCounts",
+    "Similarity",
     "accuracy",
+    "accuracy_by_length",
     "ambiguity_decomposition",
+    "batchnorm_shift",
+    "block_similarity",
     "brier_score",
+    "cka",
+    "cka_matrix",
+    "column_table",
     "correlation",
+    "cosine_similarity",
     "curve_sizes",
     "disagreement",
     "double_fault",
@@ -72,16 +97,24 @@ __all__ = [
     "ensemble_probabilities",
     "entropy_measure",
     "expected_calibration_error",
+    "hsic",
     "interrater_kappa",
     "js_diversity",
     "kl_diversity",
     "kw_variance",
     "label_disagreement",
+    "length_distribution",
     "lesion_table",
     "majority_vote",
     "member_order",
     "nll",
     "pairwise_kappa",
+    "parameter_table",
+    "path_gradient_table",
+    "probes",
     "q_statistic",
     "reliability_table",
+    "step_cka",
+    "step_ratio",
+    "steps_table",
 ]

@@ -42,7 +42,7 @@ def as_tensor(value: Any, name: str) -> Tensor:
     if isinstance(value, Tensor):
         return value.detach()
     if isinstance(value, (np.ndarray, Sequence)) and not isinstance(value, str):
-        return torch.as_tensor(np.asarray(value))
+        return torch.as_tensor(np.array(value))
     raise TypeError(
         f"{name} must be a tensor or an array, but got {type(value).__name__}"
     )

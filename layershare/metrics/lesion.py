@@ -21,7 +21,7 @@ import pandas as pd
 from layershare.metrics._checks import as_tensor, predictions_and_labels
 from layershare.metrics.accuracy import accuracy
 
-__all__ = ["lesion_table"]
+__all__ = ["column_table", "lesion_table"]
 
 
 def lesion_table(
@@ -84,4 +84,34 @@ def lesion_table(
                 f"or labels [samples], but got shape {tuple(full.shape)}"
             )
         table["drop"] = float(accuracy(full_predictions, checked)) - table["accuracy"]
+    return table
+
+
+def column_table(
+    outputs: Any, labels: Any, *, reference: Any | None = None
+) -> pd.DataFrame:
+    """Tabulate the accuracy of each FractalNet column alone against the full net.
+
+    Larsson, Maire and Shakhnarovich 2016 (arXiv 1605.07648) extract single
+    columns of a FractalNet trained with drop-path and find that a deep
+    column alone nearly matches the full network. Column ``c`` is the member
+    that keeps only the ``c``-th column, ``sampler.columns()[c]``; run the
+    columns with ``ls.evaluate(model, sampler.columns(), x)``.
+
+    Args:
+        outputs: Logits ``[K, N, C]`` or predicted labels ``[K, N]`` of the
+            ``K`` columns, in column order.
+        labels: Class indices ``[N]``.
+        reference: Logits ``[N, C]`` or labels ``[N]`` of the full network
+            (default: ``None``, no ``drop`` column).
+
+    Returns:
+        A DataFrame with columns ``column``, ``accuracy`` and, with a
+        reference, ``drop`` (full accuracy minus column accuracy).
+    """
+    predictions, _ = predictions_and_labels(outputs, None)
+    removed = [()] * (predictions.shape[0] if predictions.dim() == 2 else 0)
+    table = lesion_table(outputs, labels, removed, reference=reference)
+    table = table.drop(columns="removed")
+    table.insert(0, "column", range(len(table)))
     return table
