@@ -159,3 +159,72 @@ def test_lesion_members_table():
     expected = (without_1.argmax(-1) == y).double().mean().item()
     assert table["removed"].tolist() == [(0,), (1,), (2,)]
     assert table["accuracy"][1] == pytest.approx(expected)
+
+
+def test_tied_paths_sum_to_full_gradient():
+    tied = pytest.importorskip("layershare.models.tied")
+    torch.manual_seed(4)
+    model = tied.TiedResNet(steps=3, width=4, scheme=ls.StochasticDepth(p_last=0.5))
+    x = torch.randn(6, 1, 8, 8)
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    first_input = {}
+
+    def hook(_module, args, _output):
+        first_input.setdefault("h", args[0])
+
+    handle = model.branch.register_forward_hook(hook)
+    model.eval()
+    loss = nn.functional.cross_entropy(model(x), y)
+    (full,) = torch.autograd.grad(loss, first_input["h"])
+    handle.remove()
+    total = sum(
+        probes.path_gradient(model, x, y, path)
+        for k in range(4)
+        for path in itertools.combinations(range(3), k)
+    )
+    assert torch.allclose(total, full, atol=1e-7)
+
+
+def test_tied_unrolled_more_steps():
+    tied = pytest.importorskip("layershare.models.tied")
+    torch.manual_seed(5)
+    model = tied.TiedResNet(steps=2, width=4)
+    x = torch.randn(3, 1, 8, 8)
+    logits = probes.unrolled_logits(model, x, [1, 4])
+    model.eval()
+    with torch.no_grad():
+        h = model.stem(x)
+        for t in range(4):
+            h = h + model.branch(h, t)
+        four = model.head(h)
+    assert logits.shape == (2, 3, 10)
+    assert torch.allclose(logits[1], four, atol=1e-6)
+    assert model.steps == 2
+
+
+def test_tied_step_states():
+    tied = pytest.importorskip("layershare.models.tied")
+    torch.manual_seed(6)
+    model = tied.TiedResNet(steps=3, width=4)
+    x = torch.randn(5, 1, 8, 8)
+    states, updates = probes.record_calls(model, x, model.branch)
+    assert states.shape == (3, 5, 4, 8, 8)
+    assert torch.allclose(states[1], states[0] + updates[0], atol=1e-6)
+    ratios = metrics.step_ratio(updates, states)
+    assert ratios.shape == (3,)
+
+
+def test_fractal_columns_match_members():
+    fractal = pytest.importorskip("layershare.models.fractal")
+    torch.manual_seed(7)
+    model = fractal.FractalNet(
+        columns=3, blocks=2, width=4, scheme=ls.DropPath(local=0.15, global_ratio=0.5)
+    )
+    x = torch.randn(4, 1, 8, 8)
+    logits = probes.column_logits(model, x)
+    columns = ls.Sampler(model, model.scheme).columns()
+    model.eval()
+    with torch.no_grad():
+        deepest = model(x, member=columns[2])
+    assert logits.shape == (3, 4, 10)
+    assert torch.allclose(logits[2], deepest, atol=1e-6)

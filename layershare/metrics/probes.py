@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "apply_blocks",
+    "column_logits",
     "gradient_by_path_length",
     "identity_lesion_logits",
     "path_gradient",
@@ -111,20 +112,35 @@ def _capture(modules: Sequence[nn.Module]) -> Iterator[list[list[tuple]]]:
 
 
 def _path_forward(model: nn.Module, x: Tensor, y: Tensor):
-    """Run the full network once, keeping what path gradients need."""
+    """Run the full network once, keeping what path gradients need.
+
+    A branch module shared by several blocks (a weight-tied net) runs once
+    per block, so block ``i`` is the ``j``-th call of its module when ``i``
+    is the ``j``-th block that uses it.
+    """
     blocks = residual_blocks(model)
-    modules = [module for module, _ in blocks]
-    with _capture(modules) as calls, torch.enable_grad():
+    unique: list[nn.Module] = []
+    for module, _ in blocks:
+        if not any(module is u for u in unique):
+            unique.append(module)
+    with _capture(unique) as calls, torch.enable_grad():
         inputs = x.detach().requires_grad_(True)
         logits = model(inputs)
         loss = nn.functional.cross_entropy(logits, y)
-    if any(len(c) != 1 for c in calls):
-        raise TypeError(
-            "path probes need each residual branch to run once per forward, but "
-            "a branch ran several times (tied blocks)"
-        )
-    branch_in = [c[0][0] for c in calls]
-    branch_out = [c[0][1] for c in calls]
+
+    branch_in, branch_out = [], []
+    used = [0] * len(unique)
+    for module, _ in blocks:
+        index = next(i for i, u in enumerate(unique) if u is module)
+        if used[index] >= len(calls[index]):
+            raise TypeError(
+                "a residual branch ran fewer times than the graph has blocks for "
+                "it; path probes need the forward to call each branch once per block"
+            )
+        branch_input, branch_output = calls[index][used[index]]
+        branch_in.append(branch_input)
+        branch_out.append(branch_output)
+        used[index] += 1
     weights = [w for _, w in blocks]
 
     # The gradient at the last state equals the gradient at the last branch
@@ -162,9 +178,10 @@ def path_gradient(
     Runs the model. As in Veit, Wilber and Belongie 2016 (arXiv 1605.06431),
     the full network runs forward in eval mode. The cross-entropy gradient
     then flows backward only through the residual branches of the blocks in
-    ``path``, and only through the skip connections of the other blocks. Summed over all ``2**n`` paths these gradients give the
-    full gradient, because the backward map of each block is
-    ``I + w J_F``.
+    ``path``, and only through the skip connections of the other blocks.
+    Summed over all ``2**n`` paths these gradients give the full gradient,
+    because the backward map of each block is ``I + w J_F``. A weight-tied
+    branch that runs at several steps counts as one block per step.
 
     Args:
         model: A residual chain (see :func:`residual_blocks`).
@@ -322,14 +339,48 @@ def apply_blocks(
 def unrolled_logits(model: nn.Module, x: Tensor, steps: Sequence[int]) -> Tensor:
     """Probe: return the logits of a tied network unrolled for each step count.
 
-    Runs ``model(x, steps=T)`` in eval mode for each ``T``; the model must
-    accept a ``steps`` keyword (weight-tied networks do).
+    Runs the model in eval mode once per step count ``T``: inside
+    ``model.unrolled(T)`` when the model has that context manager
+    (:class:`~layershare.models.TiedResNet`), else as ``model(x, steps=T)``.
 
     Returns:
         Logits ``[S, N, C]`` for :func:`~layershare.metrics.steps_table`.
     """
+    outputs = []
     with _eval_mode(model):
-        return torch.stack([model(x, steps=int(t)) for t in steps])
+        for t in steps:
+            if hasattr(model, "unrolled"):
+                with model.unrolled(int(t)):
+                    outputs.append(model(x))
+            else:
+                outputs.append(model(x, steps=int(t)))
+    return torch.stack(outputs)
+
+
+@torch.no_grad()
+def column_logits(model: nn.Module, x: Tensor) -> Tensor:
+    """Probe: return the logits of each FractalNet column run alone.
+
+    Runs ``model.column(c)`` (a standalone network with the trained weights)
+    in eval mode for every column ``c`` in ``0..model.columns - 1``.
+
+    Returns:
+        Logits ``[K, N, C]`` for :func:`~layershare.metrics.column_table`.
+    """
+    if not hasattr(model, "column") or not isinstance(
+        getattr(model, "columns", None), int
+    ):
+        raise TypeError(
+            f"{type(model).__name__} has no column(c) method and columns count; "
+            f"column_logits needs a FractalNet"
+        )
+    outputs = []
+    with _eval_mode(model):
+        for c in range(model.columns):
+            network = model.column(c)
+            network.eval()
+            outputs.append(network(x))
+    return torch.stack(outputs)
 
 
 @torch.no_grad()
