@@ -123,3 +123,39 @@ def test_curve_length_needs_lengths():
 def test_curve_unknown_order():
     with pytest.raises(ValueError, match="'worst'"):
         metrics.ensemble_curve(LOGITS, LABELS, order="worst")
+
+
+def test_curve_across_chunks():
+    # More members than one chunk of 256: compare with the mean of all
+    # probabilities up to each size.
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(300, 20, 3, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 3, (20,), generator=generator)
+    sizes = [1, 256, 257, 300]
+    curve = metrics.ensemble_curve(
+        logits, labels, order="length", lengths=[0] * 300, sizes=sizes, n_resamples=99
+    )
+    probs = torch.softmax(logits, -1)
+    expected = [
+        (probs[:k].mean(0).argmax(-1) == labels).double().mean().item() for k in sizes
+    ]
+    assert curve["size"].tolist() == sizes
+    assert curve["value"].tolist() == pytest.approx(expected)
+
+
+def test_curve_nll_across_chunks():
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(260, 10, 3, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 3, (10,), generator=generator)
+    curve = metrics.ensemble_curve(
+        logits,
+        labels,
+        order="length",
+        lengths=[0] * 260,
+        metric="nll",
+        sizes=[260],
+        n_resamples=99,
+    )
+    probs = torch.softmax(logits, -1).mean(0)
+    expected = -probs[torch.arange(10), labels].log().mean().item()
+    assert curve["value"].tolist() == pytest.approx([expected])

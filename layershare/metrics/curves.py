@@ -29,6 +29,9 @@ CURVE_COLUMNS = ["size", "order", "value", "ci_low", "ci_high"]
 ORDERS = ("random", "best", "length")
 METRICS = ("accuracy", "nll")
 
+# Members whose probabilities are held at once while curves accumulate.
+_CHUNK = 256
+
 # Bootstrap resamples are drawn in batches of at most this many elements
 # (sizes x resamples x samples), so one batch takes at most 128 MiB of float64.
 _BOOTSTRAP_ELEMENTS = 2**24
@@ -104,22 +107,42 @@ def curve_sizes(members: int, sizes: int | Sequence[int] | None) -> np.ndarray:
 
 
 def _per_sample(
-    logits: Tensor, labels: Tensor, sizes: np.ndarray, metric: str
+    logits: Tensor,
+    labels: Tensor,
+    permutation: Tensor,
+    sizes: np.ndarray,
+    metric: str,
 ) -> np.ndarray:
-    """Return the metric per sample ``[len(sizes), N]`` for each ensemble size."""
-    index = torch.as_tensor(sizes - 1)
+    """Return the metric per sample ``[len(sizes), N]`` for each ensemble size.
+
+    Members are read in chunks of :data:`_CHUNK` in the order ``permutation``,
+    so memory stays at one chunk of probabilities, whatever ``M``.
+    """
+    largest = int(sizes[-1])
     if metric == "accuracy":
-        cumulative = torch.softmax(logits, dim=-1).cumsum(0)[index]
-        return (cumulative.argmax(-1) == labels).double().numpy()
+        rows = []
+        running = logits.new_zeros(logits.shape[1:])
+        wanted = list(sizes)
+        for start in range(0, largest, _CHUNK):
+            chunk = permutation[start : min(start + _CHUNK, largest)]
+            partial = running + torch.softmax(logits[chunk], dim=-1).cumsum(0)
+            while wanted and wanted[0] <= start + len(chunk):
+                total = partial[wanted.pop(0) - 1 - start]
+                rows.append(total.argmax(-1) == labels)
+            running = partial[-1]
+        return torch.stack(rows).double().numpy()
 
     # log p_ens(y) of the first k members: logcumsumexp of the members'
     # log-probabilities of the label, minus log k, stable for tiny probabilities.
-    log_probs = torch.log_softmax(logits, dim=-1)
-    label_log_probs = log_probs.gather(
-        -1, labels.expand(logits.shape[0], -1)[..., None]
-    )
-    cumulative = torch.logcumsumexp(label_log_probs[..., 0], dim=0)[index]
-    log_ensemble = cumulative - torch.log(index.double() + 1)[:, None]
+    label_log_probs = []
+    for start in range(0, largest, _CHUNK):
+        chunk = permutation[start : min(start + _CHUNK, largest)]
+        log_probs = torch.log_softmax(logits[chunk], dim=-1)
+        index = labels.expand(len(chunk), -1)[..., None]
+        label_log_probs.append(log_probs.gather(-1, index)[..., 0])
+    cumulative = torch.logcumsumexp(torch.cat(label_log_probs), dim=0)
+    index = torch.as_tensor(sizes - 1)
+    log_ensemble = cumulative[index] - torch.log(index.double() + 1)[:, None]
     return (-log_ensemble).numpy()
 
 
@@ -253,7 +276,7 @@ def ensemble_curve(
 
     permutation = member_order(x, y, order, seed=seed, lengths=lengths)
     chosen = curve_sizes(x.shape[0], sizes)
-    values = _per_sample(x[permutation], y, chosen, metric)
+    values = _per_sample(x, y, permutation, chosen, metric)
     low, high = _bootstrap(
         values,
         confidence=confidence,

@@ -57,8 +57,14 @@ class PairwiseCounts:
         samples: Number of samples seen.
         n11, n10, n01, n00: Oracle counts ``[M, M]`` (row member i, column j).
         agree: Samples on which members i and j predict the same label
-            ``[M, M]``.
-        class_counts: Samples on which member i predicts class c ``[M, C]``.
+            ``[M, M]``, or ``None`` without label agreement.
+        class_counts: Samples on which member i predicts class c ``[M, C]``,
+            or ``None`` without label agreement.
+
+    Args:
+        label_agreement: Also count label agreement, which Cohen's kappa
+            needs and which costs ``C`` times the oracle counts
+            (default: ``True``).
 
     Example:
         >>> counts = PairwiseCounts()
@@ -67,7 +73,8 @@ class PairwiseCounts:
         >>> counts.disagreement()  # doctest: +SKIP
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, label_agreement: bool = True) -> None:
+        self.label_agreement = label_agreement
         self.samples = 0
         self.n11: Tensor | None = None
         self.n10: Tensor | None = None
@@ -77,9 +84,11 @@ class PairwiseCounts:
         self.class_counts: Tensor | None = None
 
     @classmethod
-    def from_outputs(cls, outputs: Any, labels: Any) -> PairwiseCounts:
+    def from_outputs(
+        cls, outputs: Any, labels: Any, *, label_agreement: bool = True
+    ) -> PairwiseCounts:
         """Count one batch of member outputs ``[M, N(, C)]`` against labels ``[N]``."""
-        return cls().update(outputs, labels)
+        return cls(label_agreement=label_agreement).update(outputs, labels)
 
     def update(self, outputs: Any, labels: Any) -> PairwiseCounts:
         """Add one batch of member outputs ``[M, N(, C)]`` and labels ``[N]``.
@@ -106,11 +115,14 @@ class PairwiseCounts:
         n10 = (right @ wrong.T).round().long()
         n00 = (wrong @ wrong.T).round().long()
 
-        # Label agreement and per-member class counts, for Cohen's kappa.
-        num_classes = int(max(predictions.max(), labels.max())) + 1
-        one_hot = torch.nn.functional.one_hot(predictions, num_classes).double()
-        agree = torch.einsum("inc,jnc->ij", one_hot, one_hot).round().long()
-        class_counts = one_hot.sum(1).round().long()
+        # Label agreement and per-member class counts, for Cohen's kappa. They
+        # cost C times the oracle counts, so they can be switched off.
+        agree = class_counts = None
+        if self.label_agreement:
+            num_classes = int(max(predictions.max(), labels.max())) + 1
+            one_hot = torch.nn.functional.one_hot(predictions, num_classes).double()
+            agree = torch.einsum("inc,jnc->ij", one_hot, one_hot).round().long()
+            class_counts = one_hot.sum(1).round().long()
 
         if self.n11 is None:
             self.n11, self.n10, self.n01, self.n00 = n11, n10, n10.T.clone(), n00
@@ -120,8 +132,9 @@ class PairwiseCounts:
             self.n10 += n10
             self.n01 += n10.T
             self.n00 += n00
-            self.agree += agree
-            self.class_counts = _add_padded(self.class_counts, class_counts)
+            if self.label_agreement:
+                self.agree += agree
+                self.class_counts = _add_padded(self.class_counts, class_counts)
         self.samples += predictions.shape[1]
         return self
 
@@ -160,6 +173,11 @@ class PairwiseCounts:
     def pairwise_kappa(self, *, matrix: bool = False) -> Tensor:
         """Return Cohen's kappa ``(p_o - p_e) / (1 - p_e)`` on predicted labels."""
         self._check("pairwise_kappa")
+        if not self.label_agreement:
+            raise ValueError(
+                "these counts were made with label_agreement=False, so they cannot "
+                "give kappa; count with PairwiseCounts(label_agreement=True)"
+            )
         observed = self.agree.double() / self.samples
         frequencies = self.class_counts.double() / self.samples
         expected = frequencies @ frequencies.T
@@ -237,10 +255,17 @@ def disagreement(
         >>> disagreement(predictions, torch.tensor([0, 1, 2, 0]))
         tensor(0.5000, dtype=torch.float64)
     """
-    if votes:
-        right, members = _vote_counts(outputs, labels, matrix, "disagreement")
-        return (2 * right * (members - right)).mean() / (members * (members - 1))
-    return PairwiseCounts.from_outputs(outputs, labels).disagreement(matrix=matrix)
+    if matrix:
+        if votes:
+            _reject_vote_matrix("disagreement")
+        counts = PairwiseCounts.from_outputs(outputs, labels, label_agreement=False)
+        return counts.disagreement(matrix=True)
+
+    # The mean over pairs needs only the members right per sample, O(M N).
+    right, members = correct_counts(
+        outputs, labels, votes=votes, measure="disagreement"
+    )
+    return (2 * right * (members - right)).mean() / (members * (members - 1))
 
 
 def double_fault(
@@ -263,23 +288,25 @@ def double_fault(
     Returns:
         A 0-d float64 tensor, or ``[M, M]`` with ``matrix=True``.
     """
-    if votes:
-        right, members = _vote_counts(outputs, labels, matrix, "double_fault")
-        wrong = members - right
-        return (wrong * (wrong - 1)).mean() / (members * (members - 1))
-    return PairwiseCounts.from_outputs(outputs, labels).double_fault(matrix=matrix)
-
-
-def _vote_counts(
-    votes: Any, labels: Any, matrix: bool, measure: str
-) -> tuple[Tensor, int]:
-    """Return members right per sample from a vote table, rejecting ``matrix``."""
     if matrix:
-        raise ValueError(
-            f"{measure}(..., matrix=True) needs member outputs [members, samples]; "
-            f"vote counts only give the mean over pairs"
-        )
-    return correct_counts(votes, labels, votes=True, measure=measure)
+        if votes:
+            _reject_vote_matrix("double_fault")
+        counts = PairwiseCounts.from_outputs(outputs, labels, label_agreement=False)
+        return counts.double_fault(matrix=True)
+
+    # The mean over pairs needs only the members wrong per sample, O(M N).
+    right, members = correct_counts(
+        outputs, labels, votes=votes, measure="double_fault"
+    )
+    wrong = members - right
+    return (wrong * (wrong - 1)).mean() / (members * (members - 1))
+
+
+def _reject_vote_matrix(measure: str) -> None:
+    raise ValueError(
+        f"{measure}(..., matrix=True) needs member outputs [members, samples]; "
+        f"vote counts only give the mean over pairs"
+    )
 
 
 def q_statistic(outputs: Any, labels: Any, *, matrix: bool = False) -> Tensor:
@@ -298,7 +325,8 @@ def q_statistic(outputs: Any, labels: Any, *, matrix: bool = False) -> Tensor:
     Returns:
         A 0-d float64 tensor, or ``[M, M]`` with ``matrix=True``.
     """
-    return PairwiseCounts.from_outputs(outputs, labels).q_statistic(matrix=matrix)
+    counts = PairwiseCounts.from_outputs(outputs, labels, label_agreement=False)
+    return counts.q_statistic(matrix=matrix)
 
 
 def correlation(outputs: Any, labels: Any, *, matrix: bool = False) -> Tensor:
@@ -317,7 +345,8 @@ def correlation(outputs: Any, labels: Any, *, matrix: bool = False) -> Tensor:
     Returns:
         A 0-d float64 tensor, or ``[M, M]`` with ``matrix=True``.
     """
-    return PairwiseCounts.from_outputs(outputs, labels).correlation(matrix=matrix)
+    counts = PairwiseCounts.from_outputs(outputs, labels, label_agreement=False)
+    return counts.correlation(matrix=matrix)
 
 
 def pairwise_kappa(
