@@ -11,6 +11,7 @@ Pairwise measures return the mean over the ``M * (M - 1) / 2`` pairs of
 members, or the ``[M, M]`` matrix with ``matrix=True``.
 
 Example:
+    >>> import torch
     >>> import layershare as ls
     >>> predictions = torch.tensor([[0, 1, 0, 0], [0, 2, 0, 1]])
     >>> labels = torch.tensor([0, 1, 2, 0])

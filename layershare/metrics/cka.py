@@ -140,7 +140,7 @@ def cka(x: Any, y: Any, *, unbiased: bool = False) -> Tensor:
 
     Example:
         >>> x = torch.randn(10, 3)
-        >>> float(cka(x, 2 * x + 1))
+        >>> round(float(cka(x, 2 * x + 1)), 6)
         1.0
     """
     fx, fy = _pair(x, y, unbiased)

@@ -220,9 +220,9 @@ def ensemble_curve(
     """Measure the ensemble of the first ``k`` members as ``k`` grows.
 
     The ensemble of members ``pi(1), ..., pi(k)`` predicts
-    ``p_k = (1 / k) * sum_{i <= k} softmax(logits[pi(i)])``; its accuracy
-    counts ``argmax_c p_k == label`` (ties to the first maximal class) and its
-    negative log-likelihood is ``-(1 / N) * sum_j log p_k[j, labels[j]]``,
+    ``p_k = (1 / k) * sum_{i <= k} softmax(logits[pi(i)])``. Its accuracy
+    counts ``argmax_c p_k == label``, with ties to the first maximal class.
+    Its negative log-likelihood is ``-(1 / N) * sum_j log p_k[j, labels[j]]``,
     computed from log-probabilities so it stays finite. The permutation ``pi``
     comes from ``order``.
 
