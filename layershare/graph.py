@@ -76,8 +76,9 @@ class Graph:
         nodes: The nodes. Their order is kept when it is topological;
             otherwise a topological order is computed.
         edges: The edges. Edges into a join are its inputs, in order.
-        gated: Edge indices to gate. ``None`` gates every edge whose role is
-            ``"branch"`` or ``"column"`` (default: ``None``).
+        gated: The edges to gate, each named by its index in ``edges`` or by
+            its ``(src, dst)`` pair. ``None`` gates every edge into a join whose
+            role is ``"branch"`` or ``"column"`` (default: ``None``).
 
     Raises:
         GraphError: For a cycle (naming the nodes on it), a node that no input
@@ -103,7 +104,8 @@ class Graph:
         for node in self.nodes:
             if node.kind not in KINDS:
                 raise GraphError(
-                    f"node {node.name!r} has kind {node.kind!r}; expected one of {KINDS}",
+                    f"node {node.name!r} has kind {node.kind!r}; expected one of "
+                    f"{KINDS}",
                     (node.name,),
                 )
             if node.name in self._index:
@@ -164,7 +166,8 @@ class Graph:
                 if indegree[nxt] == 0:
                     ready.append(nxt)
         if len(order) < len(self.nodes):
-            cycle = self._find_cycle(successors, {n for n, d in indegree.items() if d})
+            left = {n for n, d in indegree.items() if d}
+            cycle = self._find_cycle(self.edges, left)
             raise GraphError(
                 f"the graph has a cycle: {' -> '.join(cycle)}; a layershare graph "
                 f"must be acyclic (unroll recurrences over time steps)",
@@ -175,16 +178,26 @@ class Graph:
         self._index = {name: i for i, name in enumerate(order)}
 
     @staticmethod
-    def _find_cycle(successors: dict[str, list[str]], remaining: set[str]) -> list[str]:
-        """Return the nodes of one cycle among ``remaining``, first node repeated."""
-        start = sorted(remaining)[0]
+    def _find_cycle(edges: list[Edge], left: set[str]) -> list[str]:
+        """Return the nodes of one cycle among ``left``, first node repeated.
+
+        ``left`` contains the nodes that Kahn's algorithm could not order. Each
+        has a predecessor in ``left`` (a node downstream of a cycle may have
+        no successor there), so walking predecessors must revisit a node.
+        """
+        predecessor = {}
+        for e in edges:
+            if e.src in left and e.dst in left:
+                predecessor.setdefault(e.dst, e.src)
+        start = sorted(left)[0]
         path, seen = [start], {start: 0}
         while True:
-            nxt = next(s for s in successors[path[-1]] if s in remaining)
-            if nxt in seen:
-                return path[seen[nxt] :] + [nxt]
-            seen[nxt] = len(path)
-            path.append(nxt)
+            prev = predecessor[path[-1]]
+            if prev in seen:
+                cycle = path[seen[prev] :] + [prev]
+                return cycle[::-1]
+            seen[prev] = len(path)
+            path.append(prev)
 
     def _assign_gates(self) -> None:
         """Number the gated edges in topological order of their joins."""
@@ -201,14 +214,7 @@ class Graph:
                 if e.role in GATED_ROLES and self.node(e.dst).kind == "join"
             }
         else:
-            chosen = set()
-            for i in self.gated:
-                if not isinstance(i, int) or not 0 <= i < len(remap):
-                    raise GraphError(
-                        f"gate on edge {i!r}, but the graph has edges 0.."
-                        f"{len(remap) - 1}; gate an existing edge",
-                    )
-                chosen.add(remap[i])
+            chosen = {remap[self._edge_index(i, order)] for i in self.gated}
         gate = 0
         for i, e in enumerate(self.edges):
             if i in chosen:
@@ -228,6 +234,39 @@ class Graph:
         for i, e in enumerate(self.edges):
             self._in[e.dst].append(i)
             self._out[e.src].append(i)
+
+    def _edge_index(self, item: int | tuple[str, str], order: list[int]) -> int:
+        """Return the original index of a gated edge named by index or by ends."""
+        if isinstance(item, tuple) and len(item) == 2:
+            matches = [
+                old
+                for new, old in enumerate(order)
+                if (self.edges[new].src, self.edges[new].dst) == item
+            ]
+            if len(matches) == 1:
+                return matches[0]
+            if matches:
+                raise GraphError(
+                    f"{len(matches)} edges go from {item[0]!r} to {item[1]!r}; name "
+                    f"the gated one by its index, one of {sorted(matches)}",
+                    tuple(item),
+                )
+            raise GraphError(
+                f"gate on edge {item[0]!r} -> {item[1]!r}, but the graph has no "
+                f"such edge; gate an existing edge",
+                tuple(str(end) for end in item),
+            )
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise GraphError(
+                f"gate on edge {item!r}; name a gated edge by its index or by its "
+                f"(src, dst) pair"
+            )
+        if not 0 <= item < len(order):
+            raise GraphError(
+                f"gate on edge {item}, but the graph has edges 0.."
+                f"{len(order) - 1}; gate an existing edge"
+            )
+        return item
 
     def _validate(self) -> None:
         """Check reachability and join arity."""
@@ -344,15 +383,26 @@ class Graph:
         optional nodes.
         """
         if not hasattr(self, "_optional"):
-            inputs, outputs = set(self.inputs), set(self.outputs)
-            optional = []
-            for n in self.nodes:
-                if n.kind != "op":
-                    continue
-                reached = self._reach_avoiding(inputs, n.name)
-                if reached & outputs:
-                    optional.append(n.name)
-            self._optional = optional
+            import networkx as nx
+
+            # A node is on every input-to-output path exactly when it
+            # dominates a sink fed by every output, in the flow graph from a
+            # source that feeds every input.
+            source, sink = ("source",), ("sink",)
+            flow = nx.DiGraph()
+            flow.add_edges_from((e.src, e.dst) for e in self.edges)
+            flow.add_edges_from((source, name) for name in self.inputs)
+            flow.add_edges_from((name, sink) for name in self.outputs)
+            dominators = nx.immediate_dominators(flow, source)
+            on_every_path, node = set(), sink
+            while node != source:
+                node = dominators[node]
+                on_every_path.add(node)
+            self._optional = [
+                n.name
+                for n in self.nodes
+                if n.kind == "op" and n.name not in on_every_path
+            ]
         return list(self._optional)
 
     def _reach_avoiding(self, start: set[str], avoid: str) -> set[str]:
@@ -435,17 +485,40 @@ class Graph:
             )
         return graph
 
-    def to_pyg(self):
+    def to_pyg(self, member=None):
         """Return the graph as a ``torch_geometric.data.Data``.
 
         Node features ``x`` (float, one row per node in topological order) are
         a one-hot of the kind (input, output, op, sum join, mean join), then
         ``log1p`` of the parameter count, then the tie-group index (``-1`` when
         untied). ``edge_index`` lists edges in topological order of their
-        targets; ``edge_attr`` holds ``[gated, gate id or -1, column or -1]``.
+        targets, and ``edge_attr`` contains ``[gated, gate id or -1, column or -1]``.
         ``num_nodes`` is always set, so a node without edges is kept.
+
+        Args:
+            member: A :class:`~layershare.Member` (or a one-member
+                :class:`~layershare.Members`) whose active subgraph to export:
+                only the edges it uses are kept, and every node, including
+                those left without edges (default: ``None``, every edge).
+
+        Raises:
+            MemberError: When the member does not fit the graph or drops every
+                input of a join it uses.
         """
         from torch_geometric.data import Data
+
+        from layershare.members import Members
+
+        edges = list(range(len(self.edges)))
+        if member is not None:
+            members = Members.coerce(member)
+            if len(members) != 1 or members.num_gates != self.num_gates:
+                raise MemberError(
+                    f"to_pyg() takes one member of this graph ({self.num_gates} "
+                    f"gates), but got {len(members)} with {members.num_gates} gates"
+                )
+            active = self.active_edges(members.bits)[0]
+            edges = [i for i in edges if bool(active[i])]
 
         kinds = ["input", "output", "op", "join:sum", "join:mean"]
         tie_names = sorted({n.tie for n in self.nodes if n.tie is not None})
@@ -455,14 +528,17 @@ class Graph:
             one_hot = [1.0 if key == k else 0.0 for k in kinds]
             tie = float(tie_names.index(n.tie)) if n.tie is not None else -1.0
             rows.append(one_hot + [math.log1p(n.num_params), tie])
-        index = [[self._index[e.src], self._index[e.dst]] for e in self.edges]
+        index = [
+            [self._index[self.edges[i].src], self._index[self.edges[i].dst]]
+            for i in edges
+        ]
         attrs = [
             [
-                float(e.gate is not None),
-                float(-1 if e.gate is None else e.gate),
-                float(-1 if e.column is None else e.column),
+                float(self.edges[i].gate is not None),
+                float(-1 if self.edges[i].gate is None else self.edges[i].gate),
+                float(-1 if self.edges[i].column is None else self.edges[i].column),
             ]
-            for e in self.edges
+            for i in edges
         ]
         edge_index = torch.tensor(index, dtype=torch.long).t().reshape(2, len(index))
         return Data(
