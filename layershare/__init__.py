@@ -25,6 +25,7 @@ from layershare.lesion import lesion_members
 from layershare.members import Member, Members
 from layershare.sampler import Sampler
 from layershare.schemes import DropPath, Scheme, StochasticDepth
+from layershare.swapout import Swapout
 from layershare.tracing import trace_graph
 
 __version__ = "0.1.0"
@@ -42,6 +43,7 @@ __all__ = [
     "Sampler",
     "Scheme",
     "StochasticDepth",
+    "Swapout",
     "TooManyMembersError",
     "UntraceableModelError",
     "errors",

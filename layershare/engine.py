@@ -5,7 +5,11 @@ call in training or eval mode, ``model(x, member=m)``, and
 :func:`evaluate`, which stacks several members along the batch dimension
 (member-major: rows ``i * N .. (i + 1) * N - 1`` belong to member ``i``) and
 gives each row its member's gate weights. The combining rules live in
-:func:`layershare.nn.combine`; the weights come from the scheme.
+:func:`layershare.nn.combine`; the weights come from the scheme. Unit gates
+(swapout) multiply in the scheme's :meth:`~layershare.Scheme.unit_weights`,
+given a :class:`~layershare.schemes.UnitGateState`. The state records whether
+the call trains, runs members (whose masks come from their seeds) or runs the
+inference rule.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from layershare.errors import MemberError
 from layershare.graph import Graph
 from layershare.members import Member, Members
 from layershare.nn.join import Join, combine
+from layershare.schemes import UnitGateState
 
 __all__ = ["evaluate", "forward", "member_weights", "run"]
 
@@ -41,14 +46,23 @@ class GateInterpreter(fx.Interpreter):
         edge_weights: Weights ``[num_gates, rows]`` with ``rows`` 1 (one
             assignment for the whole batch) or the batch size, or ``None`` to
             keep every input with weight 1.
+        unit_state: The call's unit-gate context, or ``None`` to apply no
+            unit gates (default: ``None``).
     """
 
     def __init__(
-        self, model: nn.Module, graph: Graph, edge_weights: Tensor | None
+        self,
+        model: nn.Module,
+        graph: Graph,
+        edge_weights: Tensor | None,
+        unit_state: UnitGateState | None = None,
     ) -> None:
         super().__init__(model, graph=graph.fx_graph)
+        self.layershare_graph = graph
         self.edge_weights = edge_weights
         self.join_gates = _join_gates(graph)
+        self.scheme = getattr(model, "scheme", None)
+        self.unit_state = unit_state if self.scheme is not None else None
         self.current: fx.Node | None = None
 
     def run_node(self, n: fx.Node) -> Any:
@@ -59,11 +73,18 @@ class GateInterpreter(fx.Interpreter):
         module = self.fetch_attr(target)
         if not isinstance(module, Join):
             return super().call_module(target, args, kwargs)
-        gates = self.join_gates[self.current.name]
-        weights = [
-            None if g is None else self._weight(g, x)
-            for g, x in zip(gates, args, strict=True)
-        ]
+        join = self.current.name
+        gates = self.join_gates[join]
+        weights = []
+        for position, (g, x) in enumerate(zip(gates, args, strict=True)):
+            weight = None if g is None else self._weight(g, x)
+            if self.unit_state is not None:
+                unit = self.scheme.unit_weights(
+                    self.layershare_graph, join, position, x, self.unit_state
+                )
+                if unit is not None:
+                    weight = unit if weight is None else weight * unit
+            weights.append(weight)
         return combine(args, module.rule, weights)
 
     def _weight(self, gate: int, x: Tensor) -> Tensor | None:
@@ -92,19 +113,26 @@ def _join_gates(graph: Graph) -> dict[str, list[int | None]]:
     return cached
 
 
-def run(model: nn.Module, inputs: Sequence[Tensor], edge_weights: Tensor | None) -> Any:
+def run(
+    model: nn.Module,
+    inputs: Sequence[Tensor],
+    edge_weights: Tensor | None,
+    unit_state: UnitGateState | None = None,
+) -> Any:
     """Run a model's traced graph with explicit gate weights.
 
     Args:
         model: A model with a ``graph`` (a :class:`~layershare.nn.GatedModel`).
         inputs: The forward's positional inputs.
         edge_weights: ``[num_gates, rows]`` weights or ``None`` (all kept).
+        unit_state: Unit-gate context passed to the scheme, or ``None`` for no
+            unit gates (default: ``None``).
 
     Returns:
         Whatever the model's forward returns.
     """
     graph = model.graph
-    return GateInterpreter(model, graph, edge_weights).run(*inputs)
+    return GateInterpreter(model, graph, edge_weights, unit_state).run(*inputs)
 
 
 RULES = ("member", "inference")
@@ -173,16 +201,39 @@ def forward(model: nn.Module, args: tuple, kwargs: dict, member: Any) -> Any:
                 f"ls.evaluate(model, members, x) for several"
             )
         weights = member_weights(model, members.bits).T
-    elif scheme is None or graph.num_gates == 0:
-        weights = None
+        state = None
+        if scheme is not None and scheme.unit_joins(graph):
+            state = _member_state(scheme, graph, members.seeds, _batch_size(args))
+    elif scheme is None:
+        weights, state = None, None
     elif model.training:
-        rows = 1 if scheme.granularity == "batch" else _batch_size(args)
-        seed = int(torch.randint(0, 2**62, (1,)))
-        bits = _sampler(model, scheme).draw_bits(seed, np.arange(rows))
-        weights = scheme.member_weights(graph, torch.from_numpy(bits)).T
+        weights, state = None, UnitGateState("train")
+        if graph.num_gates:
+            rows = 1 if scheme.granularity == "batch" else _batch_size(args)
+            seed = int(torch.randint(0, 2**62, (1,)))
+            bits = _sampler(model, scheme).draw_bits(seed, np.arange(rows))
+            weights = scheme.member_weights(graph, torch.from_numpy(bits)).T
     else:
-        weights = scheme.inference_weights(graph).unsqueeze(1)
-    return run(model, args, weights)
+        state = UnitGateState("inference")
+        weights = None
+        if graph.num_gates:
+            weights = scheme.inference_weights(graph).unsqueeze(1)
+    return run(model, args, weights, state)
+
+
+def _member_state(
+    scheme: Any,
+    graph: Graph,
+    seeds: Tensor | None,
+    rows_per_member: int,
+    cache: dict | None = None,
+    count: int = 1,
+) -> UnitGateState:
+    """Return the unit-gate context for running ``count`` members."""
+    if seeds is None and not scheme.has_unit_gates(graph):
+        # Constant masks do not depend on the seed.
+        seeds = torch.zeros(count, dtype=torch.int64)
+    return UnitGateState("member", seeds, rows_per_member, cache)
 
 
 def _batch_size(args: tuple) -> int:
@@ -250,6 +301,10 @@ def evaluate(
     n, m = x.shape[0], len(members)
     samples = min(batch_size, max(n, 1))
     per_chunk = max(1, max_rows // samples)
+    scheme = getattr(model, "scheme", None)
+    unit_gated = scheme is not None and bool(scheme.unit_joins(model.graph))
+    seeds = members.seeds
+    mask_cache: dict = {}
     was_training = model.training
     model.eval()
     result: Tensor | None = None
@@ -260,7 +315,15 @@ def evaluate(
             xb = x[d0:d1].to(device)
             rows = xb.repeat(m1 - m0, *([1] * (xb.dim() - 1)))
             w = weights[m0:m1].repeat_interleave(d1 - d0, dim=0).T
-            out = run(model, (rows,), w)
+            state = None
+            if unit_gated and rule == "inference":
+                state = UnitGateState("inference")
+            elif unit_gated:
+                chunk_seeds = None if seeds is None else seeds[m0:m1]
+                state = _member_state(
+                    scheme, model.graph, chunk_seeds, d1 - d0, mask_cache, m1 - m0
+                )
+            out = run(model, (rows,), w, state)
             out = out.reshape(m1 - m0, d1 - d0, *out.shape[1:])
             result = _accumulate(result, out, reduce, (m, n), (m0, m1, d0, d1))
     finally:

@@ -1,56 +1,53 @@
 """The sampler: count, enumerate, sample and weigh the members of an ensemble.
 
-A member is an assignment of all edge gates; two assignments that activate
-the same input-to-output subgraph are one member. Exact counts and
-probabilities come from dynamic programming over *frontiers*: starting from
-the output, the topologically last node of the frontier is replaced by the
-inputs it keeps. Because that node comes after every other frontier node, its
-choice is made once for all paths through it, and dead gates (on edges no
-active path uses) are never visited, so they are summed out. The number of
-distinct frontiers stays small for the block-structured graphs of residual
-nets and FractalNet, whatever their member count.
+A member is an assignment of all gates; two assignments that activate the
+same input-to-output subgraph are one member. For edge gates, exact counts,
+probabilities, enumeration and path-length distributions come from dynamic
+programming over frontiers (see :mod:`layershare.frontier`). For unit gates
+(swapout), a member is an assignment restricted to the units that reach the
+output, counted by :mod:`layershare.unit_members`.
 
-Canonical order: members are enumerated by increasing integer code, where
-gate ``g`` (numbered in topological order of the joins) has weight ``2**g``.
+Canonical order: :meth:`Sampler.enumerate` lists members by increasing integer
+code, where gate ``g`` (numbered in topological order of the joins, then by
+input order) has weight ``2**g``.
 """
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
 from fractions import Fraction
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from layershare.errors import MemberError, TooManyMembersError
+from layershare.errors import LayershareError, MemberError, TooManyMembersError
+from layershare.frontier import Frontiers
 from layershare.graph import Graph
 from layershare.members import Member, Members
-from layershare.random import uniforms
+from layershare.random import member_seeds, uniforms
 from layershare.schemes import Scheme
+from layershare.unit_members import UnitChain
 
 __all__ = ["DEFAULT_MAX_MEMBERS", "Sampler"]
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_MAX_MEMBERS = 2**20
 
-Frontier = frozenset
-
-
-@contextmanager
-def _deep_recursion(limit: int):
-    """Raise the recursion limit for the frontier recursion on long chains."""
-    old = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(old, limit))
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(old)
+# Counter-based streams: edge-gate uniforms and unit-gate member seeds.
+_EDGE_STREAM = 0
+_SEED_STREAM = 1
 
 
 class Sampler:
     """A graph and a scheme: the members of an implicit ensemble.
+
+    Counts include members of probability zero at the scheme's current rates
+    (at ``p = 0`` or ``local = 1``, say): they depend on the graph and on the
+    patterns the scheme's rule allows, not on its rates. Unit masks whose
+    rate is exactly 0 or 1 are constants, not gates.
 
     Args:
         model: A model with a ``graph`` attribute (such as any
@@ -64,6 +61,8 @@ class Sampler:
         >>> sampler = Sampler(Graph.chain(3), StochasticDepth(p_last=0.5))
         >>> sampler.count()
         8
+        >>> sampler.path_lengths(weights="uniform").tolist()
+        [0.125, 0.375, 0.375, 0.125]
     """
 
     def __init__(
@@ -80,14 +79,18 @@ class Sampler:
         else:
             raise TypeError(
                 f"Sampler needs a layershare Graph or a model with a `graph` "
-                f"attribute (a GatedModel, or ls.trace(module)), but got "
+                f"attribute (a GatedModel, or ls.trace_graph(module)), but got "
                 f"{type(model).__name__}"
             )
         if not isinstance(scheme, Scheme):
             raise TypeError(
                 f"scheme must be a layershare Scheme, but got {type(scheme).__name__}"
             )
-        if not isinstance(max_members, int) or max_members < 1:
+        if isinstance(max_members, bool) or not isinstance(max_members, int):
+            raise ValueError(
+                f"max_members must be a positive int, but got {max_members!r}"
+            )
+        if max_members < 1:
             raise ValueError(
                 f"max_members must be a positive int, but got {max_members!r}"
             )
@@ -95,61 +98,16 @@ class Sampler:
         self.graph = graph
         self.scheme = scheme
         self.max_members = max_members
-        self._prepare()
+        choices = {join: scheme.join_choices(graph, join) for join in graph.joins}
+        self._frontiers = Frontiers(graph, choices)
 
-    def _prepare(self) -> None:
-        g = self.graph
-        self._pos = {n.name: i for i, n in enumerate(g.nodes)}
-        self._inputs = frozenset(g.inputs)
-        self._optional = set(g.optional_nodes())
-        self._preds: dict[str, list[tuple[str, int | None]]] = {}
-        for n in g.nodes:
-            self._preds[n.name] = [
-                (g.edges[i].src, g.edges[i].gate) for i in g.in_edges(n.name)
-            ]
-        self._choices: dict[str, list[tuple[tuple[bool, ...], float, int]]] = {}
-        for join in g.joins:
-            gates = g.join_gates(join)
-            choices = []
-            for pattern, prob in self.scheme.join_choices(g, join):
-                code = sum(
-                    1 << gate for gate, kept in zip(gates, pattern, strict=True) if kept
-                )
-                choices.append((pattern, prob, code))
-            self._choices[join] = sorted(choices, key=lambda c: c[2])
-        self._limit = 10 * len(g.nodes) + 1000
-
-    # -------------------------------------------------------------- frontier
-
-    def _last(self, frontier: Frontier) -> str | None:
-        """Return the topologically last non-input node of a frontier."""
-        rest = frontier - self._inputs
-        return max(rest, key=self._pos.__getitem__) if rest else None
-
-    def _expand(self, node: str, pattern: tuple[bool, ...] | None) -> list[str]:
-        """Return the predecessors a node keeps under a gate pattern."""
-        kept, index = [], 0
-        for src, gate in self._preds[node]:
-            if gate is None:
-                kept.append(src)
-                continue
-            if pattern[index]:
-                kept.append(src)
-            index += 1
-        return kept
-
-    def _steps(self, frontier: Frontier):
-        """Yield ``(pattern, probability, code, next frontier)`` for the last node."""
-        node = self._last(frontier)
-        rest = frontier - {node}
-        if node in self._choices:
-            for pattern, prob, code in self._choices[node]:
-                yield pattern, prob, code, rest | frozenset(self._expand(node, pattern))
-            return
-        yield None, 1.0, 0, rest | frozenset(src for src, _ in self._preds[node])
-
-    def _start(self) -> Frontier:
-        return frozenset(self.graph.outputs)
+        # Unit masks that are not constant 1 make members unit-level.
+        self.unit_gates = scheme.has_unit_gates(graph)
+        self._units = None
+        for join in scheme.unit_joins(graph):
+            if any(r not in (None, 1.0) for r in scheme.unit_rates(graph, join)):
+                self._units = UnitChain(graph, scheme)
+                break
 
     # ----------------------------------------------------------------- count
 
@@ -157,49 +115,43 @@ class Sampler:
         """Count the members exactly, by dynamic programming (never by enumeration).
 
         Args:
-            assignments: Count raw gate assignments allowed by the join
-                constraints instead of distinct members (default: ``False``).
+            assignments: Count raw gate assignments that the scheme's rule
+                allows (each join keeping at least one input under drop-path)
+                instead of distinct members (default: ``False``).
 
         Returns:
-            The count as a Python ``int``. Members of probability zero under
-            the scheme's rates (at ``p = 0`` or ``local = 1``, say) are counted.
+            The count as a Python ``int``.
+
+        Raises:
+            LayershareError: With unit gates, when the unit counts are unknown
+                or the graph is outside what exact unit-level counting
+                supports (see :mod:`layershare.unit_members`).
         """
         if assignments:
             total = 1
             for join in self.graph.joins:
-                total *= len(self._structural_choices(join))
+                total *= len(self.scheme.join_choices(self.graph, join))
+            if self._units is not None:
+                total *= self._units.count_assignments()
             return total
-        memo: dict[Frontier, int] = {}
-        with _deep_recursion(self._limit):
-            return self._count(self._start(), memo)
+        if self._units is not None:
+            return self._units.count()
+        return self._frontiers.count()
 
-    def _structural_choices(self, join: str) -> list[tuple[bool, ...]]:
-        """Return every keep pattern the join's constraint allows, whatever the rates."""
-        k = len(self.graph.join_gates(join))
-        ungated = len(self.graph.in_edges(join)) > k
-        patterns = []
-        for code in range(2**k):
-            pattern = tuple((code >> i) & 1 == 1 for i in range(k))
-            if ungated or any(pattern):
-                patterns.append(pattern)
-        return patterns
-
-    def _count(self, frontier: Frontier, memo: dict) -> int:
-        if frontier <= self._inputs:
-            return 1
-        if frontier in memo:
-            return memo[frontier]
-        node = self._last(frontier)
-        rest = frontier - {node}
-        if node in self._choices:
-            total = sum(
-                self._count(rest | frozenset(self._expand(node, pattern)), memo)
-                for pattern in self._structural_choices(node)
-            )
-        else:
-            total = self._count(rest | frozenset(s for s, _ in self._preds[node]), memo)
-        memo[frontier] = total
-        return total
+    def _positive_count(self) -> int:
+        """Count the members of nonzero probability."""
+        if self._units is not None:
+            return self._units.count()
+        ratio = self.scheme.global_ratio
+        local = self._frontiers.count(positive=True) if ratio < 1 else 0
+        if ratio == 0:
+            return local
+        # Global members that the local rule cannot draw add to the count.
+        extra = set()
+        for row in self.columns().numpy():
+            if ratio == 1 or self._frontiers.probability(row) == 0:
+                extra.add(row.tobytes())
+        return local + len(extra)
 
     # ------------------------------------------------------------- enumerate
 
@@ -211,67 +163,48 @@ class Sampler:
 
         Raises:
             TooManyMembersError: When the count exceeds ``max_members``.
+            LayershareError: When the scheme has unit gates.
         """
-        chunks = list(self.iter_members(chunk_size or self.max_members))
+        chunks = [c.numpy() for c in self.iter_members(chunk_size or self.max_members)]
         if not chunks:
-            return Members(torch.zeros(0, self.graph.num_gates, dtype=torch.bool))
-        return Members(torch.cat([c.bits for c in chunks]))
+            return Members(np.zeros((0, self.graph.num_gates), dtype=bool))
+        return Members(np.concatenate(chunks))
 
     def iter_members(self, chunk_size: int = 65536) -> Iterator[Members]:
-        """Yield every distinct member in canonical order, in chunks of at most ``chunk_size``.
+        """Yield every distinct member in canonical order, in chunks.
+
+        Members are built lazily: one chunk of at most ``chunk_size`` members
+        is materialized per step.
 
         Raises:
             TooManyMembersError: When the count exceeds ``max_members``.
+            LayershareError: When the scheme has unit gates.
         """
-        if not isinstance(chunk_size, int) or chunk_size < 1:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
             raise ValueError(
                 f"chunk_size must be a positive int, but got {chunk_size!r}"
+            )
+        if chunk_size < 1:
+            raise ValueError(
+                f"chunk_size must be a positive int, but got {chunk_size!r}"
+            )
+        if self._units is not None:
+            raise LayershareError(
+                f"{type(self.scheme).__name__} gates single units, whose members "
+                f"are not enumerated; draw them with sample(n, seed=...)"
             )
         total = self.count()
         if total > self.max_members:
             raise TooManyMembersError(total, self.max_members)
-        counts: dict[Frontier, int] = {}
-        with _deep_recursion(self._limit):
-            yield from self._iter(self._start(), 0, chunk_size, counts)
-
-    def _iter(self, frontier: Frontier, prefix: int, chunk: int, counts: dict):
-        if self._count(frontier, counts) <= chunk:
-            codes = self._materialize(frontier, {})
-            yield Members.from_codes([prefix | c for c in codes], self.graph.num_gates)
-            return
-        for pattern, _, code, nxt in self._all_steps(frontier):
-            yield from self._iter(nxt, prefix | code, chunk, counts)
-
-    def _all_steps(self, frontier: Frontier):
-        """Like :meth:`_steps`, but over every structurally allowed pattern."""
-        node = self._last(frontier)
-        rest = frontier - {node}
-        if node in self._choices:
-            gates = self.graph.join_gates(node)
-            for pattern in self._structural_choices(node):
-                code = sum(
-                    1 << g for g, kept in zip(gates, pattern, strict=True) if kept
-                )
-                yield pattern, None, code, rest | frozenset(self._expand(node, pattern))
-            return
-        yield None, None, 0, rest | frozenset(src for src, _ in self._preds[node])
-
-    def _materialize(self, frontier: Frontier, memo: dict) -> list[int]:
-        """Return the codes of all members below a frontier, sorted."""
-        if frontier <= self._inputs:
-            return [0]
-        if frontier in memo:
-            return memo[frontier]
-        codes: list[int] = []
-        for _, _, code, nxt in self._all_steps(frontier):
-            codes.extend(code | c for c in self._materialize(nxt, memo))
-        memo[frontier] = codes
-        return codes
+        for bits in self._frontiers.chunks(chunk_size):
+            yield Members(bits)
 
     # ---------------------------------------------------------------- sample
 
-    def draw_bits(self, seed: int, rows: np.ndarray, stream: int = 0) -> np.ndarray:
-        """Draw canonical keep bits ``[len(rows), num_gates]`` for row counters ``rows``."""
+    def draw_bits(
+        self, seed: int, rows: np.ndarray, stream: int = _EDGE_STREAM
+    ) -> np.ndarray:
+        """Draw canonical keep bits ``[len(rows), num_gates]`` for row counters."""
         u = uniforms(
             seed, np.asarray(rows), self.scheme.num_uniforms(self.graph), stream
         )
@@ -281,59 +214,78 @@ class Sampler:
     def sample(self, n: int, seed: int = 0, unique: bool = False) -> Members:
         """Draw members by Monte Carlo, reproducibly.
 
-        Member ``i`` depends only on ``seed`` and ``i``: not on ``n``, chunking,
-        batch size or device.
+        Member ``i`` depends only on ``seed`` and ``i``: not on ``n``, on
+        chunking, on the batch size or on the device. Its edge gates come from
+        counter-based uniforms and its unit-gate seed (for unit-gated schemes)
+        from a counter-based hash.
 
         Args:
             n: Number of members.
             seed: Non-negative integer seed (default: 0).
-            unique: Draw without repetition, keeping the first ``n`` distinct
-                members of the draw sequence (default: ``False``).
+            unique: Draw without repetition: keep the first ``n`` distinct
+                members of the draw sequence, so the result is a prefix of
+                the one for a larger ``n`` (default: ``False``).
 
         Raises:
             ValueError: When ``unique=True`` and ``n`` exceeds the number of
-                members of nonzero probability, or the draws stop finding
-                new members.
+                members of nonzero probability, or when a million draws (plus
+                a thousand per member requested) do not find ``n`` distinct
+                members.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative int, but got {n!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, but got {seed!r}")
-        if not unique:
-            return Members(torch.from_numpy(self.draw_bits(seed, np.arange(n))))
-        return self._sample_unique(n, seed)
+        if unique:
+            return self._sample_unique(n, seed)
+        return self._draw(seed, np.arange(n))
+
+    def _draw(self, seed: int, rows: np.ndarray) -> Members:
+        bits = self.draw_bits(seed, rows)
+        seeds = member_seeds(seed, rows, _SEED_STREAM) if self.unit_gates else None
+        return Members(bits, seeds)
 
     def _sample_unique(self, n: int, seed: int) -> Members:
-        total = self.count()
-        if n > total:
+        available = self._positive_count()
+        if n > available:
             raise ValueError(
-                f"cannot draw {n} distinct members from an ensemble of {total}; "
-                f"ask for at most {total} or use unique=False"
+                f"cannot draw {n} distinct members: the ensemble has {available} "
+                f"members of nonzero probability under {self.scheme!r}; ask for "
+                f"at most {available} or use unique=False"
             )
-        seen: dict[bytes, int] = {}
-        rows: list[np.ndarray] = []
-        start, block, limit = 0, max(256, 2 * n), 1000 * max(n, 1) + 10**6
-        while len(rows) < n:
+        seen: set[bytes] = set()
+        chosen: list[int] = []
+        start, block, limit = 0, max(256, 2 * n), 1000 * n + 10**6
+        pool: list[Members] = []
+        while len(chosen) < n:
             if start > limit:
                 raise ValueError(
-                    f"found only {len(rows)} distinct members of the {n} requested "
-                    f"after {start} draws; some members have probability zero or "
-                    f"almost zero under {self.scheme!r}"
+                    f"found only {len(chosen)} distinct members of the {n} "
+                    f"requested after {start} draws; the missing ones have "
+                    f"probability almost zero under {self.scheme!r}"
                 )
-            bits = self.draw_bits(seed, np.arange(start, start + block))
-            for row in bits:
-                key = row.tobytes()
+            members = self._draw(seed, np.arange(start, start + block))
+            pool.append(members)
+            for row, key in enumerate(self._keys(members)):
                 if key not in seen:
-                    seen[key] = len(rows)
-                    rows.append(row)
-                    if len(rows) == n:
+                    seen.add(key)
+                    chosen.append(start + row)
+                    if len(chosen) == n:
                         break
             start += block
-        return Members(
-            torch.from_numpy(np.stack(rows))
-            if rows
-            else torch.zeros(0, self.graph.num_gates, dtype=torch.bool)
-        )
+        everything = pool[0]
+        for members in pool[1:]:
+            everything = everything.cat(members)
+        return everything[np.asarray(chosen, dtype=np.int64)]
+
+    def _keys(self, members: Members) -> list[bytes]:
+        """Return one key per member, equal exactly for equal members."""
+        bits = members.numpy()
+        if self._units is None:
+            return [row.tobytes() for row in bits]
+        seeds = members.seeds
+        seeds = [None] * len(members) if seeds is None else seeds.tolist()
+        return [self._units.key(row, s) for row, s in zip(bits, seeds, strict=True)]
 
     # ---------------------------------------------------------- canonical form
 
@@ -348,9 +300,9 @@ class Sampler:
     def canonical(self, bits: Tensor) -> Tensor:
         """Return keep bits with the gates of unused edges set to 0."""
         edge_active = self.active(bits)
-        return (
-            edge_active[:, self.graph.gated] if self.graph.num_gates else bits.clone()
-        )
+        if not self.graph.num_gates:
+            return bits.to(torch.bool).clone()
+        return edge_active[:, self.graph.gated]
 
     def _check_bits(self, bits: Tensor) -> Tensor:
         if bits.dim() != 2 or bits.shape[1] != self.graph.num_gates:
@@ -365,44 +317,36 @@ class Sampler:
     def probability(self, member: Member | Members) -> float:
         """Return the exact probability of one member under the scheme.
 
-        Gates on unused edges are summed out. Under mixed drop-path the result
-        is ``global_ratio * P_global + (1 - global_ratio) * P_local``.
+        Gates that the member does not use (on dead edges, or of units that
+        do not reach the output) are summed out. Under mixed drop-path the
+        result is ``global_ratio * P_global + (1 - global_ratio) * P_local``.
+
+        Raises:
+            MemberError: When the member does not fit the graph, or drops
+                every input of a join it uses.
         """
         members = Members.coerce(member)
         if len(members) != 1:
             raise MemberError(f"probability() takes one member, but got {len(members)}")
-        bits = self._check_bits(members.bits)
-        canonical = self.canonical(bits)
-        if not torch.equal(canonical, bits):
-            bits = canonical
-        local = self._local_probability(bits[0])
+        bits = self.canonical(members.bits).numpy()[0]
+        if self._units is not None:
+            seeds = members.seeds
+            seed = None if seeds is None else int(seeds[0])
+            if seed is None and not self.unit_gates:
+                seed = 0
+            return self._units.probability(bits, seed)
         ratio = self.scheme.global_ratio
+        local = self._frontiers.probability(bits) if ratio < 1 else 0.0
         if ratio == 0:
             return local
-        columns = self.columns()
-        hits = sum(
-            bool(torch.equal(columns.bits[c], bits[0])) for c in range(len(columns))
-        )
+        columns = self.columns().numpy()
+        hits = int((columns == bits[None, :]).all(axis=1).sum())
         return ratio * hits / len(columns) + (1.0 - ratio) * local
-
-    def _local_probability(self, row: Tensor) -> float:
-        frontier, prob = self._start(), 1.0
-        while not frontier <= self._inputs:
-            node = self._last(frontier)
-            rest = frontier - {node}
-            if node in self._choices:
-                gates = self.graph.join_gates(node)
-                pattern = tuple(bool(row[g]) for g in gates)
-                prob *= next(
-                    (p for pat, p, _ in self._choices[node] if pat == pattern), 0.0
-                )
-                frontier = rest | frozenset(self._expand(node, pattern))
-            else:
-                frontier = rest | frozenset(s for s, _ in self._preds[node])
-        return prob
 
     def columns(self) -> Members:
         """Return one member per column: the column kept alone in every block.
+
+        These are the members global drop-path draws, in column order.
 
         Raises:
             ValueError: When the graph has no column labels.
@@ -412,14 +356,10 @@ class Sampler:
             raise ValueError(
                 "the graph has no columns; columns() needs a column-structured model"
             )
-        rows = []
-        for c in labels:
-            rows.append(
-                [
-                    self.graph.gate_edge(g).column == c
-                    for g in range(self.graph.num_gates)
-                ]
-            )
+        gate_columns = [
+            self.graph.gate_edge(g).column for g in range(self.graph.num_gates)
+        ]
+        rows = [[column == c for column in gate_columns] for c in labels]
         return Members(self.canonical(torch.tensor(rows, dtype=torch.bool)))
 
     # ------------------------------------------------------------ path length
@@ -431,9 +371,11 @@ class Sampler:
         branches, FractalNet convolutions); see
         :meth:`~layershare.graph.Graph.optional_nodes`.
         """
+        self._edge_only("lengths")
         members = Members.coerce(members)
         g = self.graph
         edge_active = self.active(members.bits)
+        optional = set(g.optional_nodes())
         m = len(members)
         neg = torch.full((m,), -1, dtype=torch.long)
         depth = {}
@@ -445,7 +387,7 @@ class Sampler:
             for i in g.in_edges(n.name):
                 candidate = torch.where(edge_active[:, i], depth[g.edges[i].src], neg)
                 best = torch.maximum(best, candidate)
-            step = 1 if n.name in self._optional else 0
+            step = 1 if n.name in optional else 0
             depth[n.name] = torch.where(best >= 0, best + step, neg)
         return torch.stack([depth[o] for o in g.outputs]).amax(0)
 
@@ -467,16 +409,15 @@ class Sampler:
             raise ValueError(
                 f"weights must be 'scheme' or 'uniform', but got {weights!r}"
             )
-        memo: dict = {}
-        start = frozenset((o, 0) for o in self.graph.outputs)
-        with _deep_recursion(self._limit):
-            dist = self._length_dist(start, weights == "uniform", memo)
+        self._edge_only("path_lengths")
         if weights == "uniform":
-            total = sum(dist.values())
-            dist = {k: Fraction(v, total) for k, v in dist.items()}
+            counts = self._frontiers.lengths(lambda option: 1)
+            total = sum(counts.values())
+            dist = {k: Fraction(v, total) for k, v in counts.items()}
         else:
             ratio = self.scheme.global_ratio
-            dist = {k: (1.0 - ratio) * v for k, v in dist.items()}
+            local = self._frontiers.lengths(lambda option: option.prob)
+            dist = {k: (1.0 - ratio) * v for k, v in local.items()}
             if ratio > 0:
                 columns = self.columns()
                 for length in self.lengths(columns).tolist():
@@ -486,44 +427,13 @@ class Sampler:
             probs[k] += float(v)
         return probs
 
-    def _length_dist(
-        self, state: frozenset, uniform: bool, memo: dict
-    ) -> dict[int, float]:
-        """Distribution of the longest path below a frontier with lengths so far."""
-        frontier = {name: length for name, length in state}
-        if set(frontier) <= self._inputs:
-            return {max(frontier.values()): 1}
-        if state in memo:
-            return memo[state]
-        node = max(
-            (n for n in frontier if n not in self._inputs), key=self._pos.__getitem__
-        )
-        length = frontier.pop(node) + (1 if node in self._optional else 0)
-        if node in self._choices:
-            if uniform:
-                options = [
-                    (self._expand(node, pat), 1)
-                    for pat in self._structural_choices(node)
-                ]
-            else:
-                options = [
-                    (self._expand(node, pat), p) for pat, p, _ in self._choices[node]
-                ]
-        else:
-            options = [([s for s, _ in self._preds[node]], 1)]
-        result: dict[int, float] = {}
-        for sources, weight in options:
-            if not weight:
-                continue
-            nxt = dict(frontier)
-            for src in sources:
-                nxt[src] = max(nxt.get(src, length), length)
-            for k, v in self._length_dist(
-                frozenset(nxt.items()), uniform, memo
-            ).items():
-                result[k] = result.get(k, 0) + weight * v
-        memo[state] = result
-        return result
+    def _edge_only(self, name: str) -> None:
+        if self._units is not None:
+            raise LayershareError(
+                f"{name}() covers edge-gate members; {type(self.scheme).__name__} "
+                f"gates single units here, where a path's length is not defined "
+                f"by the gates alone"
+            )
 
     def __repr__(self) -> str:
         return f"Sampler({self.graph.summary()}, {self.scheme!r})"

@@ -7,11 +7,13 @@ weights an ``eval()`` model uses when no member is given.
 * :class:`StochasticDepth`, Huang et al. 2016, arXiv 1603.09382.
 * :class:`DropPath`, FractalNet, Larsson, Maire and Shakhnarovich 2016,
   arXiv 1605.07648.
+* :class:`~layershare.swapout.Swapout`, Singh, Hoiem and Forsyth 2016,
+  arXiv 1605.06465 (unit gates; in its own module).
 
-Every scheme draws its gates from a matrix of uniforms (one row per draw), so
-the sampler can produce reproducible members from counter-based random
-numbers, and states the probability of each choice at a join, so the sampler
-can count and weigh members exactly.
+Every scheme draws its edge gates from a matrix of uniforms (one row per
+draw), so the sampler can produce reproducible members from counter-based
+random numbers, and lists the keep patterns each join allows with their
+probabilities, so the sampler can count and weigh members exactly.
 """
 
 from __future__ import annotations
@@ -23,11 +25,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from layershare.errors import MemberError
 from layershare.graph import Graph
+from layershare.random import derive_seed
 
-__all__ = ["DropPath", "Scheme", "StochasticDepth"]
+__all__ = [
+    "DropPath",
+    "Scheme",
+    "StochasticDepth",
+    "UnitGateState",
+    "member_masks",
+]
 
 GRANULARITIES = ("batch", "sample")
+UNIT_MODES = ("train", "member", "inference")
+
+Pattern = tuple[bool, ...]
 
 
 def _check_probability(name: str, value: float) -> float:
@@ -47,8 +60,30 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
 class Scheme:
     """Base class of sampling schemes.
 
-    Subclasses implement :meth:`validate`, :meth:`num_uniforms`, :meth:`draw`,
-    :meth:`join_choices`, :meth:`member_weights` and :meth:`inference_weights`.
+    Edge gates. Subclasses implement :meth:`validate`, :meth:`num_uniforms`,
+    :meth:`draw` and :meth:`join_choices`, and override
+    :meth:`member_weights` and :meth:`inference_weights` when a kept gate
+    does not simply weigh 1.
+
+    Unit gates. A scheme that gates single units of a join's inputs (swapout,
+    zoneout) also implements three hooks, and the engine, the sampler and
+    :class:`~layershare.Members` do the rest:
+
+    * :meth:`unit_rates` returns, per input of a join, the expected mask (the
+      keep rate, used by the deterministic inference rule) or ``None`` for an
+      input without a unit mask. A rate of exactly 1 or 0 is a constant mask.
+    * :meth:`unit_masks` turns uniforms ``[num_inputs, *shape]`` into keep
+      masks of the same shape. Training draws the uniforms on the input's
+      device; a member draws them from its seed on the CPU (see
+      :func:`member_masks`), so its masks are the same on every device.
+    * :meth:`unit_patterns` lists the per-unit keep patterns over the join's
+      inputs with their probabilities, the same for every unit and
+      independent across units. The sampler counts and weighs unit-level
+      members from it.
+
+    The engine calls :meth:`unit_weights` for every input of every join with
+    a :class:`UnitGateState`, which records whether the call trains, runs
+    members or runs the inference rule. The result multiplies the edge weight.
 
     Args:
         granularity: ``"batch"`` draws one gate assignment per mini-batch,
@@ -58,8 +93,15 @@ class Scheme:
     #: Probability that a draw is global (one column); 0 for non-column schemes.
     global_ratio: float = 0.0
 
+    #: Whether every output unit of each gated branch depends on every unit of
+    #: the branch's input (fully connected branches). Exact distinct counting
+    #: of unit-level members relies on it.
+    dense: bool = False
+
     def __init__(self, granularity: str = "batch") -> None:
         self.granularity = _check_choice("granularity", granularity, GRANULARITIES)
+
+    # ------------------------------------------------------------ edge gates
 
     def validate(self, graph: Graph) -> None:
         """Raise ``ValueError`` when the scheme cannot apply to ``graph``."""
@@ -73,13 +115,14 @@ class Scheme:
         """Turn uniforms ``[n, num_uniforms]`` into keep bits ``[n, num_gates]``."""
         raise NotImplementedError
 
-    def join_choices(
-        self, graph: Graph, join: str
-    ) -> list[tuple[tuple[bool, ...], float]]:
-        """List the allowed keep patterns of a join's gates with their probabilities.
+    def join_choices(self, graph: Graph, join: str) -> list[tuple[Pattern, float]]:
+        """List the keep patterns the scheme can draw at a join, with probabilities.
 
-        The patterns cover the join's gates in input order. Under drop-path they
-        are the local rule's patterns; the global part is handled separately.
+        The patterns cover the join's gates in input order. Every pattern the
+        scheme's rule allows is listed, including those whose probability is
+        0 at the current rates, so counts depend on the structure only. Under
+        drop-path these are the local rule's patterns; the global part is
+        handled separately.
         """
         raise NotImplementedError
 
@@ -95,11 +138,153 @@ class Scheme:
         """Return the deterministic edge weights ``[num_gates]`` of an eval model."""
         return torch.ones(graph.num_gates)
 
+    # ------------------------------------------------------------ unit gates
+
+    def unit_rates(self, graph: Graph, join: str) -> tuple[float | None, ...] | None:
+        """Return the keep rate of each input's unit mask, or ``None`` (no masks)."""
+        return None
+
+    def unit_masks(self, graph: Graph, join: str, u: Tensor) -> Tensor:
+        """Turn uniforms ``[num_inputs, *shape]`` into boolean keep masks."""
+        raise NotImplementedError(f"{type(self).__name__} has no unit gates")
+
+    def unit_patterns(self, graph: Graph, join: str) -> list[tuple[Pattern, float]]:
+        """List the per-unit keep patterns over a join's inputs, with probabilities."""
+        raise NotImplementedError(f"{type(self).__name__} has no unit gates")
+
+    def unit_counts(self, graph: Graph) -> dict[str, int] | None:
+        """Return the number of units at each unit-gated join, when known."""
+        return None
+
+    def unit_joins(self, graph: Graph) -> list[str]:
+        """Return the joins with unit masks, in topological order."""
+        return [j for j in graph.joins if self.unit_rates(graph, j) is not None]
+
+    def has_unit_gates(self, graph: Graph) -> bool:
+        """Return whether some unit mask of the graph is random (rate in (0, 1))."""
+        for join in self.unit_joins(graph):
+            for rate in self.unit_rates(graph, join):
+                if rate is not None and 0.0 < rate < 1.0:
+                    return True
+        return False
+
+    def unit_weights(
+        self, graph: Graph, join: str, position: int, x: Tensor, state: UnitGateState
+    ) -> Tensor | None:
+        """Return the unit weights of input ``position`` of a join, or ``None``.
+
+        This is the engine's hook for unit gates. The result broadcasts
+        against ``x`` (``[B, *]``): a scalar for a constant or expected mask,
+        ``[B, *]`` or ``[1, *]`` for drawn masks. ``None`` means weight 1.
+        """
+        rates = self.unit_rates(graph, join)
+        if rates is None or rates[position] is None:
+            return None
+        rate = rates[position]
+        if rate == 1.0:
+            return None
+        if rate == 0.0 or state.mode == "inference":
+            return torch.tensor(rate, dtype=x.dtype, device=x.device)
+        return state.masks(self, graph, join, x)[position]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
 
     def extra_repr(self) -> str:
         return f"granularity={self.granularity!r}"
+
+
+def member_masks(
+    scheme: Scheme, graph: Graph, join: str, seed: int, numel: int
+) -> Tensor:
+    """Return a member's unit masks at a join, ``[num_inputs, numel]`` boolean.
+
+    The uniforms come from a CPU ``torch.Generator`` seeded with the member
+    seed and the join's index among the graph's joins, in float64, so the
+    masks depend only on those and on ``numel``, never on the device or the
+    batch size.
+    """
+    index = graph.joins.index(join)
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(derive_seed(int(seed), index))
+    num_inputs = len(graph.in_edges(join))
+    u = torch.rand(
+        (num_inputs, numel), generator=generator, dtype=torch.float64, device="cpu"
+    )
+    return scheme.unit_masks(graph, join, u).to(torch.bool)
+
+
+class UnitGateState:
+    """Unit-gate context of one forward call, passed by the engine to the scheme.
+
+    Args:
+        mode: ``"train"`` draws fresh masks from torch's random number
+            generator on the input's device (per sample or per batch, by the
+            scheme's granularity); ``"member"`` builds each member's masks
+            from its seed; ``"inference"`` uses the expected masks.
+        seeds: Member seeds ``[M]`` (``"member"`` mode only).
+        rows_per_member: Consecutive batch rows of each member, the engine
+            stacking members member-major (``"member"`` mode only, default: 1).
+        cache: Dictionary reused across calls for members' CPU masks, keyed by
+            join and seed (default: a new one).
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        seeds: Tensor | None = None,
+        rows_per_member: int = 1,
+        cache: dict | None = None,
+    ) -> None:
+        self.mode = _check_choice("mode", mode, UNIT_MODES)
+        if mode == "member" and seeds is None:
+            raise MemberError(
+                "the scheme has unit gates, so members need unit-gate seeds; draw "
+                "them with Sampler(model, scheme).sample(n, seed=...)"
+            )
+        self.seeds = None if seeds is None else [int(s) for s in seeds.tolist()]
+        self.rows_per_member = rows_per_member
+        self.cache = {} if cache is None else cache
+        self._call: dict[str, Tensor] = {}
+
+    def masks(self, scheme: Scheme, graph: Graph, join: str, x: Tensor) -> Tensor:
+        """Return the masks of all inputs of a join, ``[num_inputs, B or 1, *]``.
+
+        The masks are made once per join and call, so inputs whose masks are
+        coupled (one unit either skips or goes forward) see the same draw.
+        """
+        if join not in self._call:
+            self._call[join] = self._make(scheme, graph, join, x)
+        return self._call[join]
+
+    def _make(self, scheme: Scheme, graph: Graph, join: str, x: Tensor) -> Tensor:
+        num_inputs = len(graph.in_edges(join))
+        if self.mode == "train":
+            rows = x.shape[0] if scheme.granularity == "sample" else 1
+            u = torch.rand(
+                (num_inputs, rows, *x.shape[1:]), device=x.device, dtype=torch.float32
+            )
+            return scheme.unit_masks(graph, join, u).to(x.dtype)
+
+        # Member mode: one mask per member, repeated over its rows.
+        numel = math.prod(x.shape[1:])
+        if x.shape[0] != len(self.seeds) * self.rows_per_member:
+            raise MemberError(
+                f"join {join!r} gets {x.shape[0]} rows, but {len(self.seeds)} "
+                f"members of {self.rows_per_member} rows each make "
+                f"{len(self.seeds) * self.rows_per_member}"
+            )
+        per_member = []
+        for seed in self.seeds:
+            key = (join, seed, numel)
+            if key not in self.cache:
+                self.cache[key] = member_masks(scheme, graph, join, seed, numel)
+            per_member.append(self.cache[key])
+        masks = torch.stack(per_member, dim=1).reshape(
+            num_inputs, len(self.seeds), *x.shape[1:]
+        )
+        masks = masks.repeat_interleave(self.rows_per_member, dim=1)
+        return masks.to(device=x.device, dtype=x.dtype)
 
 
 class StochasticDepth(Scheme):
@@ -116,8 +301,10 @@ class StochasticDepth(Scheme):
       ``x + b_l F(x)`` with ``b_l`` in {0, 1}; inference computes
       ``x + p_l F(x)``.
     * ``scale="train"`` (timm, torchvision): training computes
-      ``x + (b_l / p_l) F(x)``; inference computes ``x + F(x)``. A block with
-      ``p_l = 0`` is always dropped and contributes 0.
+      ``x + (b_l / p_l) F(x)``; inference computes ``x + F(x)``, the expected
+      training output. A block with ``p_l = 0`` is always dropped in
+      training, so its inference weight is 0 as well, and a member that keeps
+      it anyway (probability 0) runs it with weight 1 rather than ``1 / 0``.
 
     A member computes the training expression for its gates.
 
@@ -146,12 +333,13 @@ class StochasticDepth(Scheme):
 
     def survival(self, num_blocks: int) -> list[float]:
         """Return ``p_l`` for ``l = 1..num_blocks``."""
+        return [self._block_survival(b, num_blocks) for b in range(1, num_blocks + 1)]
+
+    def _block_survival(self, block: int, num_blocks: int) -> float:
+        """Return ``p_l`` for block ``l = block`` of ``num_blocks``."""
         if self.rule == "uniform":
-            return [self.p_last] * num_blocks
-        return [
-            1.0 - (l / num_blocks) * (1.0 - self.p_last)
-            for l in range(1, num_blocks + 1)
-        ]
+            return self.p_last
+        return 1.0 - (block / num_blocks) * (1.0 - self.p_last)
 
     def validate(self, graph: Graph) -> None:
         for join in graph.joins:
@@ -175,13 +363,11 @@ class StochasticDepth(Scheme):
         p = np.asarray(self.survival(graph.num_gates), dtype=np.float64)
         return u[:, : graph.num_gates] < p
 
-    def join_choices(
-        self, graph: Graph, join: str
-    ) -> list[tuple[tuple[bool, ...], float]]:
+    def join_choices(self, graph: Graph, join: str) -> list[tuple[Pattern, float]]:
         gates = graph.join_gates(join)
         if not gates:
             return [((), 1.0)]
-        p = self.survival(graph.num_gates)[gates[0]]
+        p = self._block_survival(gates[0] + 1, graph.num_gates)
         return [((False,), 1.0 - p), ((True,), p)]
 
     def member_weights(self, graph: Graph, bits: Tensor) -> Tensor:
@@ -193,11 +379,12 @@ class StochasticDepth(Scheme):
         return weights / safe.to(weights.device)
 
     def inference_weights(self, graph: Graph) -> Tensor:
-        if self.scale == "train":
-            return torch.ones(graph.num_gates)
-        return torch.tensor(
+        p = torch.tensor(
             self.survival(graph.num_gates), dtype=torch.get_default_dtype()
         )
+        if self.scale == "train":
+            return (p > 0).to(p.dtype)
+        return p
 
     def extra_repr(self) -> str:
         return (
@@ -212,10 +399,23 @@ class DropPath(Scheme):
     Larsson, Maire and Shakhnarovich 2016 (arXiv 1605.07648):
 
     * Local: every gated input of every join is dropped independently with
-      probability ``local``, conditioned on at least one input of each join
-      surviving. An input with role ``"skip"`` is never dropped, so a join
-      that has one needs no condition. At ``local=1`` the condition leaves
-      exactly one input, chosen uniformly.
+      probability ``local``, and at least one input of each join survives.
+      An input with role ``"skip"`` is never dropped, so a join that has one
+      needs no such rule. Two rules for the case where every input is
+      dropped exist, and both are offered:
+
+      - ``all_dropped="resample"`` (default): the drops are conditioned on a
+        survivor, so a pattern with ``s >= 1`` of ``k`` inputs kept has
+        probability ``q**s * p**(k - s) / (1 - p**k)`` with ``p = local`` and
+        ``q = 1 - p``.
+      - ``all_dropped="keep_one"``: when every input is dropped, one input
+        chosen uniformly is kept instead, which adds ``p**k / k`` to each
+        single-survivor pattern. This is what the reference Caffe
+        implementation's join layer does (``FractalJoinLayer::Forward_cpu``
+        in github.com/gustavla/fractalnet, file
+        ``caffe/src/caffe/layers/fractal_join_layer.cpp``).
+
+      At ``local=1`` both rules keep exactly one input, chosen uniformly.
     * Global: one column is kept for the whole network, the same column index
       in every block, chosen uniformly.
     * Mixed: each draw is global with probability ``global_ratio``, else
@@ -229,14 +429,23 @@ class DropPath(Scheme):
             (default: 0.15).
         global_ratio: Probability that a draw is global (default: 0.5).
         granularity: ``"batch"`` or ``"sample"`` (default: ``"batch"``).
+        all_dropped: ``"resample"`` or ``"keep_one"`` (default:
+            ``"resample"``).
     """
 
     def __init__(
-        self, local: float = 0.15, global_ratio: float = 0.5, granularity: str = "batch"
+        self,
+        local: float = 0.15,
+        global_ratio: float = 0.5,
+        granularity: str = "batch",
+        all_dropped: str = "resample",
     ) -> None:
         super().__init__(granularity)
         self.local = _check_probability("local", local)
         self.global_ratio = _check_probability("global_ratio", global_ratio)
+        self.all_dropped = _check_choice(
+            "all_dropped", all_dropped, ("resample", "keep_one")
+        )
 
     def validate(self, graph: Graph) -> None:
         if self.global_ratio > 0 and not graph.columns():
@@ -247,7 +456,12 @@ class DropPath(Scheme):
             )
 
     def _layout(self, graph: Graph) -> list[tuple[str, list[int], bool, int]]:
-        """Return per join: name, gates, whether it has an ungated input, offset."""
+        """Return per join: name, gates, whether it has an ungated input, offset.
+
+        Uniforms 0 and 1 decide global versus local and the global column.
+        Each join then takes one uniform for its survivor count (or, under
+        ``"keep_one"``, for the input it keeps) and one per gate.
+        """
         layout, offset = [], 2
         for join in graph.joins:
             gates = graph.join_gates(join)
@@ -278,18 +492,27 @@ class DropPath(Scheme):
     def draw(self, graph: Graph, u: np.ndarray) -> np.ndarray:
         n = u.shape[0]
         bits = np.zeros((n, graph.num_gates), dtype=bool)
-        for join, gates, ungated, offset in self._layout(graph):
-            draws = u[:, offset + 1 : offset + 1 + len(gates)]
+        for _, gates, ungated, offset in self._layout(graph):
+            k = len(gates)
+            draws = u[:, offset + 1 : offset + 1 + k]
             if ungated:
                 bits[:, gates] = draws >= self.local
+                continue
+
+            if self.all_dropped == "keep_one":
+                kept = draws >= self.local
+                none = ~kept.any(axis=1)
+                chosen = np.minimum((u[:, offset] * k).astype(int), k - 1)
+                kept[none, chosen[none]] = True
+                bits[:, gates] = kept
                 continue
 
             # Conditioned on a survivor: draw the survivor count, then keep the
             # inputs with the smallest uniforms (a uniform subset of that size).
             count = 1 + np.searchsorted(
-                self._survivor_cdf(len(gates)), u[:, offset], side="right"
+                self._survivor_cdf(k), u[:, offset], side="right"
             )
-            count = np.minimum(count, len(gates))
+            count = np.minimum(count, k)
             ranks = np.argsort(np.argsort(draws, axis=1, kind="stable"), axis=1)
             bits[:, gates] = ranks < count[:, None]
 
@@ -307,9 +530,7 @@ class DropPath(Scheme):
             bits[is_global] = column_bits[is_global]
         return bits
 
-    def join_choices(
-        self, graph: Graph, join: str
-    ) -> list[tuple[tuple[bool, ...], float]]:
+    def join_choices(self, graph: Graph, join: str) -> list[tuple[Pattern, float]]:
         k = len(graph.join_gates(join))
         if k == 0:
             return [((), 1.0)]
@@ -318,20 +539,23 @@ class DropPath(Scheme):
         choices = []
         for pattern in product((False, True), repeat=k):
             s = sum(pattern)
+            independent = keep**s * drop ** (k - s)
             if ungated:
-                choices.append((pattern, keep**s * drop ** (k - s)))
+                choices.append((pattern, independent))
                 continue
             if s == 0:
                 continue
             if drop == 1.0:
                 prob = 1.0 / k if s == 1 else 0.0
+            elif self.all_dropped == "keep_one":
+                prob = independent + (drop**k / k if s == 1 else 0.0)
             else:
-                prob = keep**s * drop ** (k - s) / (1.0 - drop**k)
+                prob = independent / (1.0 - drop**k)
             choices.append((pattern, prob))
         return choices
 
     def extra_repr(self) -> str:
         return (
             f"local={self.local}, global_ratio={self.global_ratio}, "
-            f"granularity={self.granularity!r}"
+            f"granularity={self.granularity!r}, all_dropped={self.all_dropped!r}"
         )
