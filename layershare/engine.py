@@ -7,7 +7,7 @@ call in training or eval mode, ``model(x, member=m)``, and
 gives each row its member's gate weights. The combining rules live in
 :func:`layershare.nn.combine`; the weights come from the scheme. Unit gates
 (swapout) multiply in the scheme's :meth:`~layershare.Scheme.unit_weights`,
-given a :class:`~layershare.schemes.UnitGateState`. The state records whether
+given a :class:`~layershare.unit_gates.UnitGateState`. The state records whether
 the call trains, runs members (whose masks come from their seeds) or runs the
 inference rule.
 """
@@ -28,7 +28,7 @@ from layershare.errors import MemberError
 from layershare.graph import Graph
 from layershare.members import Member, Members
 from layershare.nn.join import Join, combine
-from layershare.schemes import UnitGateState
+from layershare.unit_gates import UnitGateState
 
 __all__ = ["evaluate", "forward", "member_weights", "run"]
 

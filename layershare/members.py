@@ -9,7 +9,7 @@ activate the same subgraph are stored identically.
 
 Schemes with unit gates (swapout) give each member a 63-bit seed as well. The
 member's masks are a pure function of that seed, the join and the unit count
-(see :func:`layershare.schemes.member_masks`), so they are the same on every
+(see :func:`layershare.unit_gates.member_masks`), so they are the same on every
 device and for every batch size, and a member stays a few bytes.
 
 Containers are immutable: :attr:`Members.bits` returns a new tensor on each

@@ -47,7 +47,7 @@ class Swapout(Scheme):
     reduce="mean")``.
 
     A member carries a seed from which its masks are drawn (see
-    :func:`~layershare.schemes.member_masks`); masks have the feature shape
+    :func:`~layershare.unit_gates.member_masks`); masks have the feature shape
     of the join's inputs, without the batch dimension, so a member is one
     fixed subnetwork for every sample.
 

@@ -35,7 +35,8 @@ import numpy as np
 
 from layershare.errors import LayershareError, MemberError
 from layershare.graph import Graph
-from layershare.schemes import Scheme, member_masks
+from layershare.schemes import Scheme
+from layershare.unit_gates import member_masks
 
 __all__ = ["UnitChain"]
 

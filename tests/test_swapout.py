@@ -22,7 +22,7 @@ from torch import nn
 import layershare as ls
 from layershare.graph import Graph
 from layershare.nn import GatedModel, Join
-from layershare.schemes import member_masks
+from layershare.unit_gates import member_masks
 
 
 class Chain(GatedModel):
