@@ -254,6 +254,7 @@ def evaluate(
     device: torch.device | str | None = None,
     reduce: str | None = None,
     rule: str = "member",
+    extra_inputs: Sequence[Tensor] = (),
     progress: bool = False,
 ) -> Tensor:
     """Evaluate many members on the same inputs, batched.
@@ -277,6 +278,9 @@ def evaluate(
             (default: ``None``).
         rule: ``"member"`` or ``"inference"``, see :func:`member_weights`
             (default: ``"member"``).
+        extra_inputs: Inputs passed after ``x`` to every forward, unchanged
+            and never stacked, such as a graph's ``edge_index`` for
+            ``x = graph.x[None]`` (default: none).
         progress: Show a tqdm progress bar (default: ``False``).
 
     Returns:
@@ -297,6 +301,7 @@ def evaluate(
     if device is None:
         device = next((p.device for p in model.parameters()), x.device)
     weights = member_weights(model, members.bits, rule).to(device)
+    extra_inputs = tuple(e.to(device) for e in extra_inputs)
 
     n, m = x.shape[0], len(members)
     samples = min(batch_size, max(n, 1))
@@ -323,7 +328,7 @@ def evaluate(
                 state = _member_state(
                     scheme, model.graph, chunk_seeds, d1 - d0, mask_cache, m1 - m0
                 )
-            out = run(model, (rows,), w, state)
+            out = run(model, (rows, *extra_inputs), w, state)
             out = out.reshape(m1 - m0, d1 - d0, *out.shape[1:])
             result = _accumulate(result, out, reduce, (m, n), (m0, m1, d0, d1))
     finally:
