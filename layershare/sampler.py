@@ -141,7 +141,7 @@ class Sampler:
     def _positive_count(self) -> int:
         """Count the members of nonzero probability."""
         if self._units is not None:
-            return self._units.count()
+            return self._units.count(positive=True)
         ratio = self.scheme.global_ratio
         local = self._frontiers.count(positive=True) if ratio < 1 else 0
         if ratio == 0:

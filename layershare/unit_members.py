@@ -184,8 +184,12 @@ class UnitChain:
             total *= len(self.scheme.unit_patterns(self.graph, join)) ** units[join]
         return total
 
-    def count(self) -> int:
-        """Return the exact number of distinct unit-level members."""
+    def count(self, positive: bool = False) -> int:
+        """Return the exact number of distinct unit-level members.
+
+        Args:
+            positive: Count only members of nonzero probability.
+        """
         identity = self._chain()
         units = self._units()
         below: list[int] = []
@@ -209,7 +213,11 @@ class UnitChain:
 
             counts = [1] + [0] * n
             for k in range(1, n + 1):
-                for pairs in self._effective[join].values():
+                for edge_pattern, pairs in self._effective[join].items():
+                    if positive and self._edge_prob[join][edge_pattern] == 0:
+                        continue
+                    if positive:
+                        pairs = {pair: p for pair, p in pairs.items() if p > 0}
                     size = len(pairs)
                     no_branch = sum(1 for pair in pairs if not pair[1])
                     counts[k] += (size**k - no_branch**k) * everything

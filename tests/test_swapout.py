@@ -480,3 +480,13 @@ def test_gradients_finite_at_rate_zero():
     model(x).sum().backward()
     assert bool(torch.isfinite(x.grad).all())
     torch.testing.assert_close(model(x), model.branches[0](x))
+
+
+def test_sample_unique_rate_one_branch():
+    # Θ2 = 1 in every block: the branch-off patterns have probability 0, so
+    # only the 4 members with the branch on can be drawn (Θ1 of one unit
+    # below a used branch: 2 per block).
+    scheme = ls.Swapout(0.5, 1.0, per_unit=False, units=1, dense=True)
+    sampler = ls.Sampler(Graph.chain(2), scheme)
+    with pytest.raises(ValueError, match="4 members of nonzero probability"):
+        sampler.sample(5, seed=0, unique=True)
