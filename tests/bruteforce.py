@@ -163,7 +163,7 @@ def swapout_key(pairs: list[list[tuple[bool, bool]]]) -> tuple:
     ``pairs[l][u]`` is ``(Θ1, Θ2)`` of unit ``u`` in block ``l`` of a residual
     chain with dense branches. The unit graph has an edge into unit ``u`` of
     block ``l`` from unit ``u`` of its input when ``Θ1``, and from the branch
-    node when ``Θ2``; the branch node reads every unit of its input and the
+    node when ``Θ2``. The branch node reads every unit of its input, and the
     head reads every unit of the last block. The member is the gates of the
     units that reach the head, block by block.
     """

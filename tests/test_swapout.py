@@ -1,7 +1,7 @@
 """Swapout: special cases, unit masks, counts and probabilities.
 
-Counts and probabilities are checked against an explicit unit-level graph
-enumerated assignment by assignment (``bruteforce.py``); outputs are checked
+Counts and probabilities are checked against an explicit unit-level graph,
+enumerated assignment by assignment (``bruteforce.py``). Outputs are checked
 against the networks the special cases name, or unit by unit against ``x``
 and ``F(x)``.
 """
@@ -41,11 +41,13 @@ class Chain(GatedModel):
 
 def _pairs(theta1: float, theta2: float) -> list[tuple[tuple[bool, bool], float]]:
     """Per-unit (Θ1, Θ2) patterns of independent swapout, rates in (0, 1)."""
-    return [
-        ((s, b), (theta1 if s else 1 - theta1) * (theta2 if b else 1 - theta2))
-        for s in (False, True)
-        for b in (False, True)
-    ]
+    patterns = []
+    for skip in (False, True):
+        for branch in (False, True):
+            p_skip = theta1 if skip else 1 - theta1
+            p_branch = theta2 if branch else 1 - theta2
+            patterns.append(((skip, branch), p_skip * p_branch))
+    return patterns
 
 
 def _twin(scheme_a, scheme_b, blocks=3, width=6, seed=0):
