@@ -103,6 +103,13 @@ class UnitGateState:
 
         # Member mode: one mask per member, repeated over its rows.
         numel = math.prod(x.shape[1:])
+        declared = (scheme.unit_counts(graph) or {}).get(join)
+        if declared is not None and declared != numel:
+            raise MemberError(
+                f"{type(scheme).__name__} declares {declared} units at join "
+                f"{join!r}, but its input has {numel} per sample (shape "
+                f"{list(x.shape[1:])}); pass the right units= or leave it out"
+            )
         if x.shape[0] != len(self.seeds) * self.rows_per_member:
             raise MemberError(
                 f"join {join!r} gets {x.shape[0]} rows, but {len(self.seeds)} "

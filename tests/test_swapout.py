@@ -470,6 +470,14 @@ def test_rejects_mean_join():
 
 
 def test_units_checked_at_run_time():
+    model = Chain(4, 2, ls.Swapout(0.5, 0.5, units=5, dense=True))
+    model.eval()
+    member = ls.Sampler(model, model.scheme).sample(1, seed=0)[0]
+    with pytest.raises(ls.MemberError, match="declares 5 units"):
+        model(torch.randn(3, 4), member=member)
+
+
+def test_units_matching_run():
     model = Chain(4, 2, ls.Swapout(0.5, 0.5, units=4, dense=True))
     model.eval()
     member = ls.Sampler(model, model.scheme).sample(1, seed=0)[0]
