@@ -255,6 +255,8 @@ def evaluate(
     reduce: str | None = None,
     rule: str = "member",
     extra_inputs: Sequence[Tensor] = (),
+    bn_data: Any = None,
+    bn_batches: int | None = None,
     progress: bool = False,
 ) -> Tensor:
     """Evaluate many members on the same inputs, batched.
@@ -281,6 +283,13 @@ def evaluate(
         extra_inputs: Inputs passed after ``x`` to every forward, unchanged
             and never stacked, such as a graph's ``edge_index`` for
             ``x = graph.x[None]`` (default: none).
+        bn_data: Training inputs (a tensor, dataset or loader) on which to
+            re-estimate the batch-norm statistics of each member with
+            :func:`~layershare.bn.recalibrate_bn` before evaluating it. Members
+            then run one at a time, and the model's own statistics are
+            restored afterwards (default: ``None``, use the running
+            statistics for every member).
+        bn_batches: Batches of ``bn_data`` per member (default: all).
         progress: Show a tqdm progress bar (default: ``False``).
 
     Returns:
@@ -305,7 +314,8 @@ def evaluate(
 
     n, m = x.shape[0], len(members)
     samples = min(batch_size, max(n, 1))
-    per_chunk = max(1, max_rows // samples)
+    per_chunk = 1 if bn_data is not None else max(1, max_rows // samples)
+    saved_norms = _save_norms(model) if bn_data is not None else None
     scheme = getattr(model, "scheme", None)
     unit_gated = scheme is not None and bool(scheme.unit_joins(model.graph))
     seeds = members.seeds
@@ -317,6 +327,8 @@ def evaluate(
     try:
         for m0, d0 in tqdm(chunks, disable=not progress, desc="members", leave=False):
             m1, d1 = min(m0 + per_chunk, m), min(d0 + samples, n)
+            if bn_data is not None and d0 == 0:
+                _recalibrate(model, members[m0], bn_data, bn_batches, rule)
             xb = x[d0:d1].to(device)
             rows = xb.repeat(m1 - m0, *([1] * (xb.dim() - 1)))
             w = weights[m0:m1].repeat_interleave(d1 - d0, dim=0).T
@@ -332,10 +344,39 @@ def evaluate(
             out = out.reshape(m1 - m0, d1 - d0, *out.shape[1:])
             result = _accumulate(result, out, reduce, (m, n), (m0, m1, d0, d1))
     finally:
+        if saved_norms is not None:
+            _restore_norms(saved_norms)
         model.train(was_training)
     if result is None:
         raise MemberError("no members or no samples to evaluate")
     return result.to(x.device)
+
+
+def _recalibrate(model: nn.Module, member: Member, data: Any, batches, rule) -> None:
+    """Re-estimate batch-norm statistics for one member before evaluating it."""
+    from layershare.bn import recalibrate_bn
+
+    if rule != "member":
+        raise ValueError(
+            f"bn_data re-estimates statistics for members run by the member rule, "
+            f"but rule={rule!r}; evaluate lesions without bn_data"
+        )
+    recalibrate_bn(model, member, data, batches=batches)
+
+
+def _save_norms(model: nn.Module) -> list[tuple[nn.Module, dict[str, Tensor]]]:
+    """Copy the buffers of every batch-norm layer, to restore after recalibration."""
+    return [
+        (module, {k: v.clone() for k, v in module.named_buffers(recurse=False)})
+        for module in model.modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+    ]
+
+
+def _restore_norms(saved: list[tuple[nn.Module, dict[str, Tensor]]]) -> None:
+    for module, buffers in saved:
+        for name, value in buffers.items():
+            getattr(module, name).copy_(value)
 
 
 def _accumulate(result, out, reduce, sizes, window):

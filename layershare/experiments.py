@@ -148,7 +148,10 @@ def run_implicit_ensemble(
     Args:
         params: Report parameters: ``model``, ``blocks``, ``width``, ``scheme``
             and its rates, ``epochs``, ``batch_size``, ``lr``,
-            ``weight_decay``, ``seed``, ``test_fraction``.
+            ``weight_decay``, ``seed``, ``test_fraction``, and
+            ``recalibrate_bn`` (re-estimate each member's batch-norm
+            statistics on ``bn_batches`` batches of 256 training digits
+            before evaluating it).
         max_members: Largest ensemble evaluated whole (default: 4096).
         progress: Show progress bars (default: ``True``).
 
@@ -181,7 +184,17 @@ def run_implicit_ensemble(
     else:
         members = sampler.sample(max_members, seed=params.get("seed", 0), unique=True)
     x, labels = data.test.tensors
-    logits = evaluate(model, members, x, progress=progress)
+    bn_data = None
+    if params.get("recalibrate_bn", False):
+        bn_data = data.train.tensors[0]
+    logits = evaluate(
+        model,
+        members,
+        x,
+        bn_data=bn_data,
+        bn_batches=params.get("bn_batches"),
+        progress=progress,
+    )
     with torch.no_grad():
         full_logits = model(x)
     lesions, removed = lesion_members(model.graph, 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
+
 import pytest
 import torch
 
@@ -165,3 +167,29 @@ def test_bad_rule_rejected(model):
         ls.evaluate(
             model, ls.Members.from_codes([1], 3), torch.randn(2, 5), rule="test"
         )
+
+
+def test_bn_data_matches_per_member_recalibration(model):
+    x, train = torch.randn(6, 5), torch.randn(40, 5)
+    members = ls.Sampler(model, model.scheme).enumerate()
+    out = ls.evaluate(model, members, x, bn_data=train, bn_batches=1)
+    for i, member in enumerate(members):
+        copy = deepcopy(model)
+        # Re-estimate by hand: cumulative batch statistics of the member's forward.
+        for module in copy.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.reset_running_stats()
+                module.momentum = None
+                module.train()
+        with torch.no_grad():
+            copy(train, member=member)
+        copy.eval()
+        torch.testing.assert_close(out[i], copy(x, member=member), rtol=0, atol=1e-5)
+
+
+def test_bn_data_restores_running_statistics(model):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    members = ls.Members.from_codes([1, 6], 3)
+    ls.evaluate(model, members, torch.randn(6, 5), bn_data=torch.randn(40, 5))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
