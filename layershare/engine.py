@@ -276,7 +276,7 @@ def evaluate(
         device: Where to compute (default: the model's device).
         reduce: ``None`` returns every member's output; ``"mean"`` streams the
             mean of the members' softmax probabilities; ``"votes"`` streams the
-            per-class count of members whose argmax is that class
+            per-class count (int64) of members whose argmax is that class
             (default: ``None``).
         rule: ``"member"`` or ``"inference"``, see :func:`member_weights`
             (default: ``"member"``).
@@ -389,10 +389,13 @@ def _accumulate(result, out, reduce, sizes, window):
         result[m0:m1, d0:d1] = out
         return result
     if result is None:
-        result = out.new_zeros((n, *out.shape[2:]))
+        # Votes are counted exactly in int64; a float32 count is exact only
+        # up to 2**24 members.
+        dtype = torch.int64 if reduce == "votes" else out.dtype
+        result = out.new_zeros((n, *out.shape[2:]), dtype=dtype)
     if reduce == "mean":
         result[d0:d1] += torch.softmax(out.double(), dim=-1).sum(0).to(result.dtype) / m
     else:
         votes = torch.nn.functional.one_hot(out.argmax(-1), out.shape[-1]).sum(0)
-        result[d0:d1] += votes.to(result.dtype)
+        result[d0:d1] += votes
     return result
