@@ -26,7 +26,7 @@ from layershare.members import Member, Members
 from layershare.sampler import Sampler
 from layershare.schemes import DropPath, Scheme, StochasticDepth
 from layershare.swapout import Swapout
-from layershare.tracing import trace_graph
+from layershare.tracing import TracedModel, trace, trace_graph
 
 __version__ = "0.1.0"
 
@@ -45,6 +45,7 @@ __all__ = [
     "StochasticDepth",
     "Swapout",
     "TooManyMembersError",
+    "TracedModel",
     "UntraceableModelError",
     "errors",
     "evaluate",
@@ -52,6 +53,7 @@ __all__ = [
     "models",
     "nn",
     "lesion_members",
+    "trace",
     "trace_graph",
     "train",
 ]
