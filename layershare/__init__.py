@@ -12,6 +12,7 @@ Example:
 """
 
 from layershare import errors, metrics, models, nn, train
+from layershare.bn import recalibrate_bn
 from layershare.engine import evaluate
 from layershare.errors import (
     GraphError,
@@ -53,6 +54,7 @@ __all__ = [
     "models",
     "nn",
     "lesion_members",
+    "recalibrate_bn",
     "trace",
     "trace_graph",
     "train",
