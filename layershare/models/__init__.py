@@ -1,10 +1,14 @@
 """Ready models that know their graph and accept ``member=``."""
 
+from layershare.models.fractal import ConvUnit, FractalBlock, FractalNet
 from layershare.models.gnn import GCNBranch, TiedGCN
 from layershare.models.residual import ConvBranch, LinearBranch, ResidualMLP, ResNet
 
 __all__ = [
     "ConvBranch",
+    "ConvUnit",
+    "FractalBlock",
+    "FractalNet",
     "GCNBranch",
     "LinearBranch",
     "ResNet",
