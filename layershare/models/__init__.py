@@ -3,6 +3,7 @@
 from layershare.models.fractal import ConvUnit, FractalBlock, FractalNet
 from layershare.models.gnn import GCNBranch, TiedGCN
 from layershare.models.residual import ConvBranch, LinearBranch, ResidualMLP, ResNet
+from layershare.models.tied import TiedBranch, TiedResNet
 
 __all__ = [
     "ConvBranch",
@@ -13,5 +14,7 @@ __all__ = [
     "LinearBranch",
     "ResNet",
     "ResidualMLP",
+    "TiedBranch",
     "TiedGCN",
+    "TiedResNet",
 ]
