@@ -2,6 +2,13 @@
 
 from layershare.models.fractal import ConvUnit, FractalBlock, FractalNet
 from layershare.models.gnn import GCNBranch, TiedGCN
+from layershare.models.passthrough import (
+    HighwayBranch,
+    LowRankGRUCell,
+    LowRankGRUClassifier,
+    LowRankHighwayNet,
+    LowRankLinear,
+)
 from layershare.models.residual import ConvBranch, LinearBranch, ResidualMLP, ResNet
 from layershare.models.tied import TiedBranch, TiedResNet
 
@@ -11,7 +18,12 @@ __all__ = [
     "FractalBlock",
     "FractalNet",
     "GCNBranch",
+    "HighwayBranch",
     "LinearBranch",
+    "LowRankGRUCell",
+    "LowRankGRUClassifier",
+    "LowRankHighwayNet",
+    "LowRankLinear",
     "ResNet",
     "ResidualMLP",
     "TiedBranch",
