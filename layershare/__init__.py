@@ -24,6 +24,7 @@ from layershare.errors import (
 from layershare.graph import Edge, Graph, Node
 from layershare.lesion import lesion_members
 from layershare.members import Member, Members
+from layershare.nn.zoneout import Zoneout
 from layershare.sampler import Sampler
 from layershare.schemes import DropPath, Scheme, StochasticDepth
 from layershare.swapout import Swapout
@@ -48,6 +49,7 @@ __all__ = [
     "TooManyMembersError",
     "TracedModel",
     "UntraceableModelError",
+    "Zoneout",
     "errors",
     "evaluate",
     "metrics",

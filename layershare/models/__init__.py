@@ -11,6 +11,11 @@ from layershare.models.passthrough import (
 )
 from layershare.models.residual import ConvBranch, LinearBranch, ResidualMLP, ResNet
 from layershare.models.tied import TiedBranch, TiedResNet
+from layershare.models.zoneout import (
+    ZoneoutClassifier,
+    ZoneoutGRUCell,
+    ZoneoutLSTMCell,
+)
 
 __all__ = [
     "ConvBranch",
@@ -29,4 +34,7 @@ __all__ = [
     "TiedBranch",
     "TiedGCN",
     "TiedResNet",
+    "ZoneoutClassifier",
+    "ZoneoutGRUCell",
+    "ZoneoutLSTMCell",
 ]
