@@ -2,6 +2,7 @@
 
 from layershare.models.fractal import ConvUnit, FractalBlock, FractalNet
 from layershare.models.gnn import GCNBranch, TiedGCN
+from layershare.models.hmrnn import HMLSTM, HMRNN, HMLSTMCell
 from layershare.models.passthrough import (
     HighwayBranch,
     LowRankGRUCell,
@@ -18,11 +19,14 @@ from layershare.models.zoneout import (
 )
 
 __all__ = [
+    "HMLSTM",
+    "HMRNN",
     "ConvBranch",
     "ConvUnit",
     "FractalBlock",
     "FractalNet",
     "GCNBranch",
+    "HMLSTMCell",
     "HighwayBranch",
     "LinearBranch",
     "LowRankGRUCell",
