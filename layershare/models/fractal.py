@@ -152,6 +152,7 @@ class FractalNet(GatedModel):
         - Output: ``[N, num_classes]`` logits.
 
     Example:
+        >>> import torch
         >>> model = FractalNet(columns=3, blocks=2, width=8)
         >>> model(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])

@@ -101,6 +101,7 @@ class ResNet(_ResidualChain):
         - Output: ``[N, num_classes]`` logits.
 
     Example:
+        >>> import torch
         >>> model = ResNet(blocks=3, width=8)
         >>> model(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])

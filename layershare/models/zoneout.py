@@ -45,6 +45,7 @@ class ZoneoutLSTMCell(nn.Module):
           is also the step's output.
 
     Example:
+        >>> import torch
         >>> cell = ZoneoutLSTMCell(3, 5, z_cell=0.5, z_hidden=0.05)
         >>> h, c = cell(torch.randn(2, 3))
         >>> h.shape
@@ -99,6 +100,7 @@ class ZoneoutGRUCell(nn.Module):
           output.
 
     Example:
+        >>> import torch
         >>> cell = ZoneoutGRUCell(3, 5, z_hidden=0.1)
         >>> cell(torch.randn(2, 3)).shape
         torch.Size([2, 5])
@@ -179,6 +181,7 @@ class ZoneoutClassifier(GatedModel):
         - Output: ``[N, num_classes]`` logits.
 
     Example:
+        >>> import torch
         >>> model = ZoneoutClassifier("gru", hidden_size=8, scheme=Zoneout(0.5, 0.1))
         >>> model(torch.zeros(2, 64, 1)).shape
         torch.Size([2, 10])
