@@ -49,7 +49,7 @@ def test_weights_bit_identical(model, data):
 def test_statistics_by_hand(model, data):
     ls.recalibrate_bn(model, member(0b101), data, batch_size=16)
 
-    # Branch 2's first batch norm sees stem(x) + F_0(stem(x)) (branch 1 is
+    # Branch 2's first batch norm receives stem(x) + F_0(stem(x)) (branch 1 is
     # dropped). The cumulative average weighs the batches of 16, 16 and 8
     # equally.
     with torch.no_grad():
