@@ -1,0 +1,61 @@
+"""The experiment registry builds every spec's data, model and scheme."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from layershare.experiments import (
+    MODELS,
+    PARAMETER_NAMES,
+    build_model,
+    build_scheme,
+    collect_parameters,
+    load_task,
+)
+from layershare.specs import list_specs, spec_names
+
+
+@pytest.mark.parametrize("name", spec_names())
+def test_spec_names_known_parameters(name):
+    spec = next(s for s in list_specs() if s.name == name)
+    unknown = sorted(set(spec.parameters) - PARAMETER_NAMES)
+    assert unknown == []
+
+
+@pytest.mark.parametrize("name", spec_names())
+def test_spec_notebook_exists(name):
+    spec = next(s for s in list_specs() if s.name == name)
+    assert spec.notebook_path().is_file()
+
+
+@pytest.mark.parametrize("name", spec_names())
+def test_spec_model_runs_on_its_data(name):
+    params = next(s for s in list_specs() if s.name == name).parameters
+    task = load_task(params)
+    model = build_model(params, task)
+    model.scheme = build_scheme(params)
+    model.eval()
+    logits = task.full_logits(model)
+    assert logits.shape == (len(task.labels), task.num_classes)
+    assert torch.isfinite(logits).all()
+
+
+def test_every_model_has_a_spec():
+    models = {s.parameters["model"] for s in list_specs()}
+    assert sorted(set(MODELS) - models) == []
+
+
+def test_collect_parameters_keeps_known_names():
+    namespace = {"blocks": 3, "epochs": 1, "plt": object(), "_": None}
+    assert collect_parameters(namespace) == {"blocks": 3, "epochs": 1}
+
+
+def test_unknown_model_rejected():
+    with pytest.raises(ValueError, match="unknown model 'VGG'"):
+        load_task({"model": "VGG"})
+
+
+def test_unknown_scheme_rejected():
+    with pytest.raises(ValueError, match="unknown scheme 'dropout'"):
+        build_scheme({"scheme": "dropout"})
