@@ -19,6 +19,7 @@ from layershare.errors import (
     LayershareError,
     MemberError,
     TooManyMembersError,
+    UnsupportedError,
     UntraceableModelError,
 )
 from layershare.graph import Edge, Graph, Node
@@ -47,6 +48,7 @@ __all__ = [
     "StochasticDepth",
     "Swapout",
     "TooManyMembersError",
+    "UnsupportedError",
     "TracedModel",
     "UntraceableModelError",
     "Zoneout",

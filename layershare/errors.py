@@ -14,6 +14,7 @@ __all__ = [
     "LayershareError",
     "MemberError",
     "TooManyMembersError",
+    "UnsupportedError",
     "UntraceableModelError",
 ]
 
@@ -75,3 +76,10 @@ class UntraceableModelError(LayershareError, TypeError):
 
 class MemberError(LayershareError, ValueError):
     """A member does not fit the graph it is used with."""
+
+
+class UnsupportedError(LayershareError, NotImplementedError):
+    """An operation is not defined or not implemented for this graph or scheme.
+
+    The message says which case is supported and what to use instead.
+    """

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from layershare.errors import LayershareError, MemberError, TooManyMembersError
+from layershare.errors import MemberError, TooManyMembersError, UnsupportedError
 from layershare.frontier import Frontiers
 from layershare.graph import Graph
 from layershare.members import Member, Members
@@ -123,7 +123,7 @@ class Sampler:
             The count as a Python ``int``.
 
         Raises:
-            LayershareError: With unit gates, when the unit counts are unknown
+            UnsupportedError: With unit gates, when the unit counts are unknown
                 or the graph is outside what exact unit-level counting
                 supports (see :mod:`layershare.unit_members`).
         """
@@ -163,7 +163,7 @@ class Sampler:
 
         Raises:
             TooManyMembersError: When the count exceeds ``max_members``.
-            LayershareError: When the scheme has unit gates.
+            UnsupportedError: When the scheme has unit gates.
         """
         chunks = [c.numpy() for c in self.iter_members(chunk_size or self.max_members)]
         if not chunks:
@@ -178,7 +178,7 @@ class Sampler:
 
         Raises:
             TooManyMembersError: When the count exceeds ``max_members``.
-            LayershareError: When the scheme has unit gates.
+            UnsupportedError: When the scheme has unit gates.
         """
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
             raise ValueError(
@@ -189,7 +189,7 @@ class Sampler:
                 f"chunk_size must be a positive int, but got {chunk_size!r}"
             )
         if self._units is not None:
-            raise LayershareError(
+            raise UnsupportedError(
                 f"{type(self.scheme).__name__} gates single units, whose members "
                 f"are not enumerated; draw them with sample(n, seed=...)"
             )
@@ -429,7 +429,7 @@ class Sampler:
 
     def _edge_only(self, name: str) -> None:
         if self._units is not None:
-            raise LayershareError(
+            raise UnsupportedError(
                 f"{name}() covers edge-gate members; {type(self.scheme).__name__} "
                 f"gates single units here, where a path's length is not defined "
                 f"by the gates alone"

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from layershare.errors import LayershareError, MemberError
+from layershare.errors import MemberError, UnsupportedError
 from layershare.graph import Graph
 from layershare.schemes import Scheme
 from layershare.unit_gates import member_masks
@@ -57,7 +57,7 @@ class UnitChain:
         scheme: A scheme with unit gates (see :class:`~layershare.Scheme`).
 
     Raises:
-        LayershareError: From the counting methods, when the graph is not a
+        UnsupportedError: From the counting methods, when the graph is not a
             chain of unit-gated residual joins, the scheme does not declare
             dense branches, or unit counts are missing.
     """
@@ -104,7 +104,7 @@ class UnitChain:
 
     def _units(self) -> dict[str, int]:
         if self.units is None:
-            raise LayershareError(
+            raise UnsupportedError(
                 f"counting unit-level members needs the number of units at each "
                 f"join; pass units= to {type(self.scheme).__name__} (the number "
                 f"of elements of one sample's tensor at the join)"
@@ -121,7 +121,7 @@ class UnitChain:
         if isinstance(self._structure, list):
             return self._structure
         if not self.scheme.dense:
-            raise LayershareError(
+            raise UnsupportedError(
                 f"{_UNSUPPORTED}; {type(self.scheme).__name__} does not declare "
                 f"dense branches (pass dense=True if they are). "
                 f"count(assignments=True) works for any graph"
@@ -138,7 +138,7 @@ class UnitChain:
         join = self.joins[index]
         inputs, outputs = set(g.inputs), set(g.outputs)
         if g._reach_avoiding(inputs, join) & outputs:
-            raise LayershareError(
+            raise UnsupportedError(
                 f"{_UNSUPPORTED}, but some input-to-output path avoids join {join!r}"
             )
 
@@ -146,7 +146,7 @@ class UnitChain:
         skip, branch = (g.edges[g.in_edges(join)[i]] for i in self._roles[join])
         around = g._reach_avoiding(inputs - {skip.src}, skip.src)
         if branch.src != skip.src and branch.src in around:
-            raise LayershareError(
+            raise UnsupportedError(
                 f"{_UNSUPPORTED}, but the branch of join {join!r} does not start "
                 f"from its skip input {skip.src!r}"
             )
@@ -156,7 +156,7 @@ class UnitChain:
             return False
         units = self._units()
         if units[join] != units[previous]:
-            raise LayershareError(
+            raise UnsupportedError(
                 f"join {join!r} has {units[join]} units but its skip comes from "
                 f"join {previous!r} with {units[previous]}; pass the unit counts "
                 f"of both"
@@ -169,7 +169,7 @@ class UnitChain:
         for a in range(len(patterns)):
             for b in range(a):
                 if set(patterns[a]) & set(patterns[b]):
-                    raise LayershareError(
+                    raise UnsupportedError(
                         f"{_UNSUPPORTED}; at join {join!r} two edge patterns give "
                         f"the same unit pattern, which these counts do not merge"
                     )
