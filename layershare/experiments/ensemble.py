@@ -42,7 +42,11 @@ class EnsembleRun:
         labels: Test labels ``[N]``.
         lengths: Path length of every member ``[M]``.
         full_logits: Test logits of the eval model (the scheme's inference rule).
-        lesion_logits: Test logits with each single gate removed ``[G, N, C]``.
+        lesion_logits: Test logits of the eval network with each single gate
+            removed, keeping the trained batch-norm statistics ``[G, N, C]``.
+        lesion_member_logits: Test logits of the members that keep every gate
+            but one, run like ``logits`` (with re-estimated batch-norm
+            statistics when ``recalibrate_bn`` is set) ``[G, N, C]``.
         lesion_removed: The removed gate of each lesion, as 1-tuples.
     """
 
@@ -57,6 +61,7 @@ class EnsembleRun:
     lengths: Tensor
     full_logits: Tensor
     lesion_logits: Tensor
+    lesion_member_logits: Tensor
     lesion_removed: list[tuple[int, ...]]
 
 
@@ -115,8 +120,19 @@ def run_implicit_ensemble(
         lesion_logits = task.select(
             evaluate(model, lesions, task.inputs, rule="inference", **options)
         )
+        lesion_member_logits = task.select(
+            evaluate(
+                model,
+                lesions,
+                task.inputs,
+                bn_data=task.bn_data if recalibrate else None,
+                bn_batches=params.get("bn_batches"),
+                **options,
+            )
+        )
     else:
-        removed, lesion_logits = [], logits[:0]
+        removed, lesion_logits = [], task.select(logits)[:0]
+        lesion_member_logits = lesion_logits
     logger.info("evaluated %d of %d members", len(members), count)
     return EnsembleRun(
         model=model,
@@ -130,5 +146,6 @@ def run_implicit_ensemble(
         lengths=sampler.lengths(members),
         full_logits=task.full_logits(model),
         lesion_logits=lesion_logits,
+        lesion_member_logits=lesion_member_logits,
         lesion_removed=removed,
     )
