@@ -24,7 +24,7 @@ import torch.fx as fx
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from layershare.errors import MemberError
+from layershare.errors import LayershareError, MemberError, ModelExecutionError
 from layershare.graph import Graph
 from layershare.members import Member, Members
 from layershare.nn.join import Join, combine
@@ -35,6 +35,34 @@ __all__ = ["evaluate", "forward", "member_weights", "run"]
 logger = logging.getLogger(__name__)
 
 REDUCTIONS = (None, "mean", "votes")
+
+
+def _execution_error(
+    model: nn.Module, node: fx.Node, args: tuple, error: Exception
+) -> ModelExecutionError:
+    """Describe a failed node with the model, the inputs and the original error."""
+    shapes = ", ".join(
+        f"{tuple(a.shape)} {str(a.dtype).replace('torch.', '')}"
+        if isinstance(a, Tensor)
+        else type(a).__name__
+        for a in args
+    )
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return ModelExecutionError(
+        f"{type(model).__name__} failed at node {node.name!r} "
+        f"({node.op} {_target_name(node)}) on inputs [{shapes}]: "
+        f"{type(error).__name__}: {first}. Check the inputs' shape and dtype "
+        f"against what the model was built for (ls.evaluate stacks members "
+        f"along the batch dimension, so its batch is members x samples)",
+        node.name,
+    )
+
+
+def _target_name(node: fx.Node) -> str:
+    target = node.target
+    return (
+        target if isinstance(target, str) else getattr(target, "__name__", str(target))
+    )
 
 
 class GateInterpreter(fx.Interpreter):
@@ -64,10 +92,21 @@ class GateInterpreter(fx.Interpreter):
         self.scheme = getattr(model, "scheme", None)
         self.unit_state = unit_state if self.scheme is not None else None
         self.current: fx.Node | None = None
+        # Errors name the failing node themselves (ModelExecutionError).
+        self.extra_traceback = False
 
     def run_node(self, n: fx.Node) -> Any:
         self.current = n
-        return super().run_node(n)
+        try:
+            return super().run_node(n)
+        except LayershareError:
+            raise
+        except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+            raise _execution_error(self.module, n, self.args, exc) from exc
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self.args = args
+        return super().run(*args, **kwargs)
 
     def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
         module = self.fetch_attr(target)
@@ -348,7 +387,10 @@ def evaluate(
             _restore_norms(saved_norms)
         model.train(was_training)
     if result is None:
-        raise MemberError("no members or no samples to evaluate")
+        raise MemberError(
+            f"nothing to evaluate: {len(members)} members and {x.shape[0]} samples; "
+            f"pass at least one of each"
+        )
     return result.to(x.device)
 
 

@@ -13,6 +13,7 @@ __all__ = [
     "GraphError",
     "LayershareError",
     "MemberError",
+    "ModelExecutionError",
     "TooManyMembersError",
     "UnsupportedError",
     "UntraceableModelError",
@@ -83,3 +84,20 @@ class UnsupportedError(LayershareError, NotImplementedError):
 
     The message says which case is supported and what to use instead.
     """
+
+
+class ModelExecutionError(LayershareError, RuntimeError):
+    """A node of the model's graph failed while the engine ran it.
+
+    The message names the model, the node, the shapes and dtypes of the
+    inputs and the original error, which is kept as ``__cause__``. Inputs of
+    the wrong shape or dtype are the usual cause.
+
+    Args:
+        message: What failed and what to check.
+        node: Name of the graph node that failed.
+    """
+
+    def __init__(self, message: str, node: str) -> None:
+        super().__init__(message)
+        self.node = node

@@ -44,8 +44,8 @@ def uniforms(seed: int, rows: np.ndarray, columns: int, stream: int = 0) -> np.n
     Returns:
         A float64 array of shape ``[len(rows), columns]``.
     """
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, but got {seed}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be between 0 and 2**64 - 1, but got {seed}")
     with np.errstate(over="ignore"):
         key = _splitmix64(np.array([seed], dtype=np.uint64))
         key = _splitmix64(key ^ np.array([stream], dtype=np.uint64))
@@ -70,8 +70,8 @@ def member_seeds(seed: int, rows: np.ndarray, stream: int = 0) -> np.ndarray:
     Returns:
         An int64 array of shape ``[len(rows)]`` with values in ``[0, 2**63)``.
     """
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, but got {seed}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be between 0 and 2**64 - 1, but got {seed}")
     with np.errstate(over="ignore"):
         key = _splitmix64(np.array([seed], dtype=np.uint64))
         key = _splitmix64(key ^ np.array([stream], dtype=np.uint64))

@@ -234,8 +234,10 @@ class Sampler:
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative int, but got {n!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, but got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+            raise ValueError(
+                f"seed must be an int between 0 and 2**64 - 1, but got {seed!r}"
+            )
         if unique:
             return self._sample_unique(n, seed)
         return self._draw(seed, np.arange(n))
@@ -401,7 +403,8 @@ class Sampler:
 
         Returns:
             ``probs`` with ``probs[k]`` the probability that a member has path
-            length ``k``, for ``k = 0..max``. For ``n`` residual blocks this is
+            length ``k``, for ``k`` from 0 to the longest path of any member
+            (entries may be zero). For ``n`` residual blocks this is
             Binomial(n, 1/2) under ``"uniform"`` and Poisson-binomial with the
             survival rates under stochastic depth.
         """
@@ -422,7 +425,10 @@ class Sampler:
                 columns = self.columns()
                 for length in self.lengths(columns).tolist():
                     dist[length] = dist.get(length, 0.0) + ratio / len(columns)
-        probs = np.zeros(max(dist) + 1 if dist else 1)
+        # Cover every length some member has, even at probability zero, so
+        # the array's size does not depend on the rates.
+        longest = max(self._frontiers.lengths(lambda option: 1), default=0)
+        probs = np.zeros(max(max(dist, default=0), longest) + 1)
         for k, v in dist.items():
             probs[k] += float(v)
         return probs

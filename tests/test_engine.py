@@ -193,3 +193,19 @@ def test_bn_data_restores_running_statistics(model):
     ls.evaluate(model, members, torch.randn(6, 5), bn_data=torch.randn(40, 5))
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_wrong_input_shape_names_node(model):
+    with pytest.raises(ls.ModelExecutionError, match=r"node 'stem'.*\(2, 7\) float32"):
+        model(torch.randn(2, 7))
+
+
+def test_wrong_input_dtype_names_dtype(model):
+    members = ls.Members.from_codes([1], 3)
+    with pytest.raises(ls.ModelExecutionError, match="float64"):
+        ls.evaluate(model, members, torch.randn(2, 5, dtype=torch.float64))
+
+
+def test_no_samples_rejected(model):
+    with pytest.raises(ls.MemberError, match="0 samples"):
+        ls.evaluate(model, ls.Members.from_codes([1], 3), torch.randn(0, 5))

@@ -420,3 +420,15 @@ def test_count_probability_zero_members():
     # times 2 for the inner join) or the shallow one: 5.
     assert len(positive) == 5
     assert math.isclose(sum(sampler.probability(m) for m in positive), 1.0)
+
+
+def test_path_lengths_keep_zero_tail():
+    # p = (2/3, 1/3, 0): P(0) = 1/3 * 2/3, P(1) = 2/3 * 2/3 + 1/3 * 1/3, P(3) = 0.
+    sampler = ls.Sampler(ls.Graph.chain(3), ls.StochasticDepth(p_last=0.0))
+    np.testing.assert_allclose(sampler.path_lengths(), [2 / 9, 5 / 9, 2 / 9, 0.0])
+
+
+def test_sample_seed_above_64_bits_rejected():
+    sampler = ls.Sampler(ls.Graph.chain(3), ls.StochasticDepth())
+    with pytest.raises(ValueError, match="2\\*\\*64"):
+        sampler.sample(3, seed=2**70)
