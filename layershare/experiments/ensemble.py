@@ -48,6 +48,9 @@ class EnsembleRun:
             but one, run like ``logits`` (with re-estimated batch-norm
             statistics when ``recalibrate_bn`` is set) ``[G, N, C]``.
         lesion_removed: The removed gate of each lesion, as 1-tuples.
+        column_members: For column-structured models (FractalNet), the member
+            that keeps each column alone; else ``None``.
+        column_logits: Their test logits ``[K, N, C]``, run like ``logits``.
     """
 
     model: nn.Module
@@ -63,6 +66,8 @@ class EnsembleRun:
     lesion_logits: Tensor
     lesion_member_logits: Tensor
     lesion_removed: list[tuple[int, ...]]
+    column_members: Members | None = None
+    column_logits: Tensor | None = None
 
 
 def run_implicit_ensemble(
@@ -133,6 +138,19 @@ def run_implicit_ensemble(
     else:
         removed, lesion_logits = [], task.select(logits)[:0]
         lesion_member_logits = lesion_logits
+    column_members = sampler.columns() if model.graph.columns() else None
+    column_logits = None
+    if column_members is not None:
+        column_logits = task.select(
+            evaluate(
+                model,
+                column_members,
+                task.inputs,
+                bn_data=task.bn_data if recalibrate else None,
+                bn_batches=params.get("bn_batches"),
+                **options,
+            )
+        )
     logger.info("evaluated %d of %d members", len(members), count)
     return EnsembleRun(
         model=model,
@@ -148,4 +166,6 @@ def run_implicit_ensemble(
         lesion_logits=lesion_logits,
         lesion_member_logits=lesion_member_logits,
         lesion_removed=removed,
+        column_members=column_members,
+        column_logits=column_logits,
     )
