@@ -8,7 +8,7 @@ Examples::
 
 Spec and report errors print one line to stderr. The exit status is 0 on
 success, 1 when a report's notebook fails, and 2 for an invalid spec,
-parameter or command line.
+parameter, output folder or command line.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def _run_report(args: argparse.Namespace) -> int:
 
     # Imported only now, because papermill and nbconvert take about a second
     # to import, which invalid input and the other commands need not wait for.
-    from layershare.reports import ReportError, run_report
+    from layershare.reports import OutputDirError, ReportError, run_report
 
     progress = args.progress and sys.stderr.isatty()
     try:
@@ -148,6 +148,9 @@ def _run_report(args: argparse.Namespace) -> int:
             kernel_name=args.kernel,
             progress=progress,
         )
+    except OutputDirError as error:
+        print(f"layershare: error: {error}", file=sys.stderr)
+        return _EXIT_INVALID_INPUT
     except ReportError as error:
         print(f"layershare: error: {error}", file=sys.stderr)
         if error.html is not None:

@@ -12,9 +12,11 @@ imports the same installed packages as the caller.
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,13 +28,16 @@ from nbclient.exceptions import DeadKernelError
 from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
-from layershare.specs import Spec, load_spec
+from layershare.specs import Spec, SpecError, load_spec
 
-__all__ = ["ReportError", "ReportPaths", "run_report"]
+__all__ = ["OutputDirError", "ReportError", "ReportPaths", "run_report"]
 
 logger = logging.getLogger(__name__)
 
 _DEFAULT_KERNEL = "python3"
+
+_REGISTRY_MODULE = "layershare.experiments"
+"""Module whose mention in a code cell marks a notebook whose parameters are checked."""
 
 
 class ReportPaths(NamedTuple):
@@ -82,6 +87,10 @@ class ReportError(RuntimeError):
         self.error_value = error_value
 
 
+class OutputDirError(ValueError):
+    """The output folder of a report cannot be created or written to."""
+
+
 class _CurrentPythonKernelManager(AsyncKernelManager):
     """Kernel manager that starts IPython kernels with ``sys.executable``.
 
@@ -111,8 +120,16 @@ def run_report(
 
     The outputs are named after the notebook with underscores turned into
     dashes: ``notebooks/implicit_ensemble.ipynb`` becomes
-    ``<output_dir>/implicit-ensemble.ipynb`` and ``.html``. Existing files of
-    those names are overwritten.
+    ``<output_dir>/implicit-ensemble.ipynb`` and ``.html``. The notebook is
+    executed into a hidden temporary file in the output folder, which replaces
+    the previous report only on success and then deletes any
+    ``implicit-ensemble.failed.ipynb`` and ``.html`` of an earlier failure.
+    A failed run writes those ``.failed`` files and keeps the previous report.
+
+    Before anything is written, the parameters of a notebook that uses
+    ``layershare.experiments`` are checked with
+    :func:`layershare.experiments.registry.check_parameters`, which builds
+    the model and scheme without training.
 
     Args:
         spec: A loaded spec, or the name or path of one (see
@@ -130,22 +147,28 @@ def run_report(
         Paths of the executed notebook and its HTML export.
 
     Raises:
-        SpecError: If the spec, an override or the spec's notebook is invalid
-            or not found.
+        SpecError: If the spec, an override, a parameter value or the spec's
+            notebook is invalid or not found.
+        OutputDirError: If the output folder cannot be created or written to.
         ReportError: If a cell raised, the kernel died, or ``kernel_name``
             names no installed kernel. When execution had started, the
-            executed notebook and its HTML export are written first.
+            executed notebook and its HTML export are written under the
+            ``.failed`` names first.
     """
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     if overrides:
         spec = spec.with_overrides(overrides)
     input_path = spec.notebook_path()
+    _check_experiment_parameters(spec, input_path)
 
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     stem = spec.notebook.replace("_", "-")
     paths = ReportPaths(output_dir / f"{stem}.ipynb", output_dir / f"{stem}.html")
+    failed = ReportPaths(
+        output_dir / f"{stem}.failed.ipynb", output_dir / f"{stem}.failed.html"
+    )
+    running = _create_running_paths(output_dir, stem)
 
     logger.info(
         "executing %s for spec %r with parameters %s",
@@ -153,20 +176,119 @@ def run_report(
         spec.name,
         spec.parameters,
     )
-    _execute(input_path, paths, spec.parameters, kernel_name, progress)
-    _export_html(paths)
+    try:
+        _execute(input_path, running, failed, spec.parameters, kernel_name, progress)
+        _record_output_path(running.notebook, paths.notebook)
+        _export_html(running)
+        os.replace(running.notebook, paths.notebook)
+        os.replace(running.html, paths.html)
+    finally:
+        running.notebook.unlink(missing_ok=True)
+        running.html.unlink(missing_ok=True)
+    failed.notebook.unlink(missing_ok=True)
+    failed.html.unlink(missing_ok=True)
     logger.info("wrote %s and %s", paths.notebook, paths.html)
     return paths
 
 
+def _check_experiment_parameters(spec: Spec, notebook: Path) -> None:
+    """Raise SpecError if the registry rejects the parameters the notebook gets.
+
+    Notebooks that do not name ``layershare.experiments`` are not checked.
+    The checked parameters are the defaults of the notebook's ``parameters``
+    cell updated with the spec's, which are the values the notebook runs with.
+    """
+    cells = nbformat.read(notebook, as_version=4).cells
+    code = [cell for cell in cells if cell.cell_type == "code"]
+    if not any(_REGISTRY_MODULE in cell.source for cell in code):
+        return
+
+    # Imported only now, because it imports torch, which takes seconds.
+    from layershare.experiments.registry import check_parameters
+
+    parameters = {}
+    for cell in code:
+        if "parameters" in cell.metadata.get("tags", []):
+            parameters.update(_literal_assignments(cell.source))
+    parameters.update(spec.parameters)
+    try:
+        check_parameters(parameters)
+    except (ValueError, TypeError) as error:
+        raise SpecError(
+            f"{error}. Set a valid value in the spec or override it",
+            path=spec.path,
+        ) from error
+
+
+def _literal_assignments(source: str) -> dict[str, object]:
+    """Return ``name = literal`` assignments of a cell, skipping other statements."""
+    try:
+        statements = ast.parse(source).body
+    except SyntaxError:
+        # A cell with IPython syntax such as magics: papermill still runs it.
+        return {}
+    values = {}
+    for statement in statements:
+        if not isinstance(statement, ast.Assign) or len(statement.targets) != 1:
+            continue
+        target = statement.targets[0]
+        if not isinstance(target, ast.Name):
+            continue
+        try:
+            values[target.id] = ast.literal_eval(statement.value)
+        except (ValueError, TypeError):
+            continue
+    return values
+
+
+def _create_running_paths(output_dir: Path, stem: str) -> ReportPaths:
+    """Create the output folder and a hidden temporary notebook file in it.
+
+    Creating the file checks that the folder is writable, which
+    ``os.access`` does not for root.
+
+    Raises:
+        OutputDirError: If the folder cannot be created or written to.
+    """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputDirError(
+            f"the output folder {output_dir} is an existing file, not a folder. "
+            f"Choose another output folder (-o DIR)"
+        )
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputDirError(
+            f"failed to create the output folder {output_dir}: "
+            f"{error.strerror or error}. Choose another output folder (-o DIR)"
+        ) from error
+    try:
+        descriptor, name = tempfile.mkstemp(
+            suffix=".ipynb", prefix=f".{stem}.running.", dir=output_dir
+        )
+    except OSError as error:
+        raise OutputDirError(
+            f"failed to write to the output folder {output_dir}: "
+            f"{error.strerror or error}. Choose a writable output folder (-o DIR)"
+        ) from error
+    os.close(descriptor)
+    notebook = Path(name)
+    return ReportPaths(notebook, notebook.with_suffix(".html"))
+
+
 def _execute(
     input_path: Path,
-    paths: ReportPaths,
+    running: ReportPaths,
+    failed: ReportPaths,
     parameters: dict[str, object],
     kernel_name: str | None,
     progress: bool,
 ) -> None:
-    """Run papermill, turning its failures into ReportError."""
+    """Run papermill into ``running``, turning its failures into ReportError.
+
+    On failure, the executed notebook and its HTML export are moved to
+    ``failed`` before ReportError is raised.
+    """
     engine_options = {}
     if kernel_name is None:
         kernel_name = _DEFAULT_KERNEL
@@ -177,7 +299,7 @@ def _execute(
     try:
         papermill.execute_notebook(
             input_path,
-            paths.notebook,
+            running.notebook,
             parameters=parameters,
             kernel_name=kernel_name,
             progress_bar=progress,
@@ -185,12 +307,12 @@ def _execute(
             **engine_options,
         )
     except PapermillExecutionError as error:
-        html = _export_html_after_failure(paths)
+        notebook, html = _keep_failed_run(running, failed)
         raise ReportError(
             f"cell In [{error.exec_count}] of {input_path.name} raised "
             f"{error.ename}: {error.evalue}. The executed notebook with the "
-            f"error is at {paths.notebook}",
-            notebook=paths.notebook,
+            f"error is at {notebook}, and the previous report is unchanged",
+            notebook=notebook,
             html=html,
             cell_index=error.cell_index,
             exec_count=error.exec_count,
@@ -198,13 +320,44 @@ def _execute(
             error_value=error.evalue,
         ) from error
     except DeadKernelError as error:
-        html = _export_html_after_failure(paths)
+        notebook, html = _keep_failed_run(running, failed)
         raise ReportError(
             f"the kernel died while executing {input_path.name} ({error}). "
-            f"The notebook executed so far is at {paths.notebook}",
-            notebook=paths.notebook,
+            f"The notebook executed so far is at {notebook}, and the previous "
+            f"report is unchanged",
+            notebook=notebook,
             html=html,
         ) from error
+
+
+def _keep_failed_run(
+    running: ReportPaths, failed: ReportPaths
+) -> tuple[Path | None, Path | None]:
+    """Move a failed run's notebook to ``failed`` and export it to HTML.
+
+    Logs rather than raises its own errors, because the execution error
+    matters more. Returns the paths written, each ``None`` if not written.
+    """
+    try:
+        _record_output_path(running.notebook, failed.notebook)
+        os.replace(running.notebook, failed.notebook)
+    except Exception:
+        logger.exception("failed to save the failed notebook %s", running.notebook)
+        return None, None
+    try:
+        _export_html(failed)
+    except Exception:
+        logger.exception("failed to export %s to HTML", failed.notebook)
+        return failed.notebook, None
+    return failed.notebook, failed.html
+
+
+def _record_output_path(notebook_file: Path, output_path: Path) -> None:
+    """Replace the temporary output path that papermill recorded in a notebook."""
+    notebook = nbformat.read(notebook_file, as_version=nbformat.NO_CONVERT)
+    if "papermill" in notebook.metadata:
+        notebook.metadata.papermill["output_path"] = str(output_path)
+    nbformat.write(notebook, notebook_file)
 
 
 def _check_kernel(kernel_name: str) -> None:
@@ -224,16 +377,3 @@ def _export_html(paths: ReportPaths) -> None:
     notebook = nbformat.read(paths.notebook, as_version=nbformat.NO_CONVERT)
     body, _ = HTMLExporter().from_notebook_node(notebook)
     paths.html.write_text(body, encoding="utf-8")
-
-
-def _export_html_after_failure(paths: ReportPaths) -> Path | None:
-    """Export what a failed run wrote, logging rather than raising on failure."""
-    if not paths.notebook.is_file():
-        return None
-    try:
-        _export_html(paths)
-    except Exception:
-        # The execution error matters more than the export's, so log this one.
-        logger.exception("failed to export %s to HTML", paths.notebook)
-        return None
-    return paths.html

@@ -168,6 +168,25 @@ def test_report_failing_cell(demo_repository, tmp_path, capsys):
     error = capsys.readouterr().err
     assert status == 1
     assert "RuntimeError: failed with 8 blocks" in error
-    assert str(output_dir / "demo-report.ipynb") in error
+    assert str(output_dir / "demo-report.failed.ipynb") in error
     assert "Traceback" not in error
-    assert (output_dir / "demo-report.html").is_file()
+    assert (output_dir / "demo-report.failed.html").is_file()
+
+
+@pytest.mark.slow
+def test_report_failure_keeps_previous(demo_repository, tmp_path, capsys):
+    output_dir = tmp_path / "out"
+    good = ["report", str(demo_repository), "-o", str(output_dir)]
+    assert main(good) == 0
+    previous = (output_dir / "demo-report.ipynb").read_bytes()
+
+    status = main([*good, "-p", "fail", "true"])
+
+    assert status == 1
+    assert (output_dir / "demo-report.ipynb").read_bytes() == previous
+    assert (output_dir / "demo-report.failed.ipynb").is_file()
+
+    # A later success removes the files of the failed run.
+    assert main(good) == 0
+    assert not (output_dir / "demo-report.failed.ipynb").exists()
+    assert not (output_dir / "demo-report.failed.html").exists()

@@ -29,6 +29,7 @@ __all__ = [
     "Task",
     "build_model",
     "build_scheme",
+    "check_parameters",
     "collect_parameters",
     "load_task",
     "train_model",
@@ -312,6 +313,62 @@ _REQUIRED = frozenset(
 def build_scheme(params: Params) -> Scheme | None:
     """Build the scheme named by ``params["scheme"]`` (``"none"`` gives ``None``)."""
     return _lookup(SCHEMES, "scheme", params.get("scheme", "none"))(params)
+
+
+def check_parameters(params: Params) -> None:
+    """Check the model, scheme and data parameters of an experiment without training.
+
+    Loads the data and builds the model and the scheme, so each constructor
+    checks its own arguments. Each step takes well under a second for the
+    digits and karate club data. The global torch random state is restored.
+
+    Raises:
+        ValueError: If ``model`` is missing or unknown, ``scheme`` is
+            unknown, or the data, model or scheme constructor rejects a value.
+        TypeError: If a constructor rejects the type of a value.
+    """
+    if "model" not in params:
+        raise ValueError(
+            f"missing parameter 'model'. Set it to one of: {', '.join(sorted(MODELS))}"
+        )
+    model = params["model"]
+    if not isinstance(model, str) or model not in MODELS:
+        raise ValueError(
+            f"invalid parameter 'model': unknown model {model!r}. "
+            f"Choose one of: {', '.join(sorted(MODELS))}"
+        )
+    scheme = params.get("scheme", "none")
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
+        raise ValueError(
+            f"invalid parameter 'scheme': unknown scheme {scheme!r}. "
+            f"Choose one of: {', '.join(sorted(SCHEMES))}"
+        )
+
+    with torch.random.fork_rng(devices=[]):
+        try:
+            task = load_task(params)
+        except (ValueError, TypeError) as error:
+            raise _with_context(
+                error, f"invalid data parameter for model {model!r}"
+            ) from error
+        try:
+            build_model(params, task)
+        except (ValueError, TypeError) as error:
+            raise _with_context(
+                error, f"invalid parameter for model {model!r}"
+            ) from error
+        try:
+            build_scheme(params)
+        except (ValueError, TypeError) as error:
+            raise _with_context(
+                error, f"invalid parameter for scheme {scheme!r}"
+            ) from error
+
+
+def _with_context(error: Exception, context: str) -> Exception:
+    """Return a ValueError or TypeError, as ``error`` is, prefixed with ``context``."""
+    kind = TypeError if isinstance(error, TypeError) else ValueError
+    return kind(f"{context}: {error}")
 
 
 def train_model(
