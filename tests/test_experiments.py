@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import layershare as ls
 from layershare.experiments import (
     MODELS,
     PARAMETER_NAMES,
@@ -59,3 +60,24 @@ def test_unknown_model_rejected():
 def test_unknown_scheme_rejected():
     with pytest.raises(ValueError, match="unknown scheme 'dropout'"):
         build_scheme({"scheme": "dropout"})
+
+
+@pytest.mark.parametrize("name", spec_names())
+def test_spec_members_match_evaluate(name):
+    params = next(s for s in list_specs() if s.name == name).parameters
+    task = load_task(params)
+    model = build_model(params, task)
+    scheme = build_scheme(params)
+    model.scheme = scheme
+    model.eval()
+    sampler = ls.Sampler(model, scheme if scheme is not None else ls.StochasticDepth())
+    members = sampler.sample(3, seed=1)
+    inputs = task.inputs if task.node_mask is not None else task.inputs[:5]
+    out = ls.evaluate(model, members, inputs, extra_inputs=task.extra_inputs)
+    for i, member in enumerate(members):
+        with torch.no_grad():
+            if task.node_mask is None:
+                expected = model(inputs, member=member)
+            else:
+                expected = model(inputs[0], *task.extra_inputs, member=member)[None]
+        torch.testing.assert_close(out[i], expected, rtol=0, atol=1e-5)

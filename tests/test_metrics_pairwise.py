@@ -140,3 +140,19 @@ def test_counts_accumulate_batches():
     assert torch.equal(counts.agree, whole.agree)
     assert torch.equal(counts.class_counts, whole.class_counts)
     assert not torch.isnan(counts.correlation(matrix=True)).any()
+
+
+def test_pairwise_matrices_brute_force():
+    generator = torch.Generator().manual_seed(5)
+    labels = torch.randint(0, 3, (40,), generator=generator)
+    predictions = torch.randint(0, 3, (5, 40), generator=generator)
+    right = (predictions == labels).tolist()
+    disagree = metrics.disagreement(predictions, labels, matrix=True)
+    fault = metrics.double_fault(predictions, labels, matrix=True)
+    for i in range(5):
+        for j in range(5):
+            pairs = list(zip(right[i], right[j], strict=True))
+            expected_disagree = sum(a != b for a, b in pairs) / 40
+            expected_fault = sum(not a and not b for a, b in pairs) / 40
+            assert disagree[i, j].item() == pytest.approx(expected_disagree)
+            assert fault[i, j].item() == pytest.approx(expected_fault)
