@@ -229,3 +229,14 @@ def test_spec_accuracy():
     )
 
     assert accuracy_on(model, split.test) >= params["expected_min_accuracy"]
+
+
+def test_zoneout_masks_differ_by_sample_and_step():
+    torch.manual_seed(0)
+    previous, new = torch.zeros(64, 32), torch.ones(64, 32)
+    first = zoneout(previous, new, 0.5) == 0
+    second = zoneout(previous, new, 0.5) == 0
+    # Rows are samples: with independent masks no two rows coincide.
+    assert len(torch.unique(first, dim=0)) == 64
+    # A second step draws a new mask.
+    assert not torch.equal(first, second)

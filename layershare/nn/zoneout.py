@@ -99,6 +99,11 @@ class Zoneout(Scheme):
     cell when the scheme is assigned, and :func:`layershare.train.fit`
     assigns it. Every edge gate of the graph, if any, is kept.
 
+    Training draws ``d ~ Bernoulli(z)`` per unit and computes
+    ``h_t = d * h_{t-1} + (1 - d) * h_new_t``; inference (eval mode) uses the
+    expectation ``h_t = z * h_{t-1} + (1 - z) * h_new_t`` (Krueger et al. 2016,
+    arXiv 1606.01305).
+
     Args:
         z_cell: Zoneout probability of the cell state (default: 0.5).
         z_hidden: Zoneout probability of the hidden state (default: 0.05).
