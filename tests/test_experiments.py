@@ -13,6 +13,7 @@ from layershare.experiments import (
     build_scheme,
     collect_parameters,
     load_task,
+    train_model,
 )
 from layershare.specs import list_specs, spec_names
 
@@ -81,3 +82,33 @@ def test_spec_members_match_evaluate(name):
             else:
                 expected = model(inputs[0], *task.extra_inputs, member=member)[None]
         torch.testing.assert_close(out[i], expected, rtol=0, atol=1e-5)
+
+
+# Epochs at which each spec's accuracy floor must already hold; the specs
+# themselves train longer.
+TEST_EPOCHS = {
+    "fractalnet-drop-path-digits": 6,
+    "hmrnn-none-digits": 5,
+    "lowrankgru-none-digits": 5,
+    "lowrankhighway-stochastic-depth-digits": 6,
+    "residualmlp-stochastic-depth-digits": 4,
+    "resnet-stochastic-depth-digits": 8,
+    "tiedgcn-drop-path-karate": 60,
+    "tiedresnet-stochastic-depth-digits": 6,
+    "zoneoutlstm-zoneout-digits": 6,
+}
+
+
+def test_every_spec_has_test_epochs():
+    assert sorted(TEST_EPOCHS) == spec_names()
+
+
+@pytest.mark.parametrize("name", sorted(TEST_EPOCHS))
+def test_spec_reaches_accuracy_floor(name):
+    params = dict(next(s for s in list_specs() if s.name == name).parameters)
+    params["epochs"] = TEST_EPOCHS[name]
+    task = load_task(params)
+    model = build_model(params, task)
+    train_model(model, build_scheme(params), task, params, progress=False)
+    accuracy = ls.metrics.accuracy(task.full_logits(model), task.labels).item()
+    assert accuracy >= params["expected_min_accuracy"]

@@ -6,30 +6,7 @@ import pytest
 import torch
 
 import layershare as ls
-from layershare.data import digits
 from layershare.models import FractalNet
-from layershare.specs import load_spec
-from layershare.train import accuracy_on, fit
-
-SPEC = "fractalnet-drop-path-digits"
-
-# The spec trains longer, and its accuracy floor must hold already after
-# this many epochs.
-TEST_EPOCHS = 6
-
-
-@pytest.fixture
-def one_thread():
-    """Run a test on one intra-op thread, then restore the thread count.
-
-    The spec tests train small models, whose many small kernels run faster on
-    one thread: 40 s against 200 s for all of them with two threads on a
-    loaded 2-core machine.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def block_arities(model: FractalNet, block: int) -> list[int]:
@@ -149,27 +126,3 @@ def test_column_out_of_range():
 def test_bad_columns_rejected():
     with pytest.raises(ValueError, match="columns must be a positive int"):
         FractalNet(columns=0)
-
-
-@pytest.mark.usefixtures("one_thread")
-def test_spec_accuracy():
-    params = load_spec(SPEC).parameters
-    split = digits("images", test_fraction=params["test_fraction"], seed=params["seed"])
-    torch.manual_seed(params["seed"])
-    model = FractalNet(
-        columns=params["columns"], blocks=params["blocks"], width=params["width"]
-    )
-    scheme = ls.DropPath(local=params["local"], global_ratio=params["global_ratio"])
-    fit(
-        model,
-        scheme,
-        split.train,
-        epochs=TEST_EPOCHS,
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        weight_decay=params["weight_decay"],
-        seed=params["seed"],
-        progress=False,
-    )
-
-    assert accuracy_on(model, split.test) >= params["expected_min_accuracy"]

@@ -6,31 +6,9 @@ import pytest
 import torch
 
 import layershare as ls
-from layershare.data import digits
 from layershare.models import HMRNN, HMLSTMCell
 from layershare.models.hmrnn import binary_boundary, hard_sigmoid
-from layershare.specs import load_spec
-from layershare.train import accuracy_on, fit
-
-SPEC = "hmrnn-none-digits"
-
-# The spec trains longer, and its accuracy floor must hold already after
-# this many epochs.
-TEST_EPOCHS = 5
-
-
-@pytest.fixture
-def one_thread():
-    """Run a test on one intra-op thread, then restore the thread count.
-
-    The spec tests train small models, whose many small kernels run faster on
-    one thread: 40 s against 200 s for all of them with two threads on a
-    loaded 2-core machine.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from layershare.train import fit
 
 
 def test_hard_sigmoid_values():
@@ -176,30 +154,3 @@ def test_graph_is_coarse():
 def test_one_layer_rejected():
     with pytest.raises(ValueError, match="at least 2 layers"):
         HMRNN(hidden_sizes=(4,))
-
-
-@pytest.mark.usefixtures("one_thread")
-def test_spec_accuracy():
-    params = load_spec(SPEC).parameters
-    split = digits(
-        "sequences", test_fraction=params["test_fraction"], seed=params["seed"]
-    )
-    torch.manual_seed(params["seed"])
-    model = HMRNN(
-        hidden_sizes=tuple(params["hidden_sizes"]), slope_rate=params["slope_rate"]
-    )
-    fit(
-        model,
-        None,
-        split.train,
-        epochs=TEST_EPOCHS,
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        weight_decay=params["weight_decay"],
-        seed=params["seed"],
-        optimizer=params["optimizer"],
-        max_grad_norm=params["max_grad_norm"],
-        progress=False,
-    )
-
-    assert accuracy_on(model, split.test) >= params["expected_min_accuracy"]

@@ -6,37 +6,12 @@ import pytest
 import torch
 
 import layershare as ls
-from layershare.data import digits
 from layershare.models import (
     LowRankGRUCell,
     LowRankGRUClassifier,
     LowRankHighwayNet,
     LowRankLinear,
 )
-from layershare.specs import load_spec
-from layershare.train import accuracy_on, fit
-
-HIGHWAY_SPEC = "lowrankhighway-stochastic-depth-digits"
-GRU_SPEC = "lowrankgru-none-digits"
-
-# The specs train longer, and their accuracy floors must hold already after
-# these epochs.
-HIGHWAY_TEST_EPOCHS = 6
-GRU_TEST_EPOCHS = 5
-
-
-@pytest.fixture
-def one_thread():
-    """Run a test on one intra-op thread, then restore the thread count.
-
-    The spec tests train small models, whose many small kernels run faster on
-    one thread: 40 s against 200 s for all of them with two threads on a
-    loaded 2-core machine.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("rank", [1, 3])
@@ -142,61 +117,3 @@ def test_gru_counts_per_layer():
 def test_gru_rank_above_width_rejected():
     with pytest.raises(ValueError, match="cannot exceed the state width 8"):
         LowRankGRUClassifier(hidden_size=8, ranks=(9,))
-
-
-@pytest.mark.usefixtures("one_thread")
-def test_highway_spec_accuracy():
-    params = load_spec(HIGHWAY_SPEC).parameters
-    split = digits("flat", test_fraction=params["test_fraction"], seed=params["seed"])
-    torch.manual_seed(params["seed"])
-    model = LowRankHighwayNet(
-        width=params["width"],
-        ranks=tuple(params["ranks"]),
-        diagonal=params["diagonal"],
-    )
-    scheme = ls.StochasticDepth(
-        p_last=params["p_last"], rule=params["rule"], scale=params["scale"]
-    )
-    fit(
-        model,
-        scheme,
-        split.train,
-        epochs=HIGHWAY_TEST_EPOCHS,
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        weight_decay=params["weight_decay"],
-        seed=params["seed"],
-        optimizer=params["optimizer"],
-        progress=False,
-    )
-
-    assert accuracy_on(model, split.test) >= params["expected_min_accuracy"]
-
-
-@pytest.mark.usefixtures("one_thread")
-def test_gru_spec_accuracy():
-    params = load_spec(GRU_SPEC).parameters
-    split = digits(
-        "sequences", test_fraction=params["test_fraction"], seed=params["seed"]
-    )
-    torch.manual_seed(params["seed"])
-    model = LowRankGRUClassifier(
-        hidden_size=params["hidden_size"],
-        ranks=tuple(params["ranks"]),
-        diagonal=params["diagonal"],
-    )
-    fit(
-        model,
-        None,
-        split.train,
-        epochs=GRU_TEST_EPOCHS,
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        weight_decay=params["weight_decay"],
-        seed=params["seed"],
-        optimizer=params["optimizer"],
-        max_grad_norm=params["max_grad_norm"],
-        progress=False,
-    )
-
-    assert accuracy_on(model, split.test) >= params["expected_min_accuracy"]

@@ -10,28 +10,6 @@ from torch.nn import functional as F
 import layershare as ls
 from layershare.data import digits
 from layershare.models import TiedResNet
-from layershare.specs import load_spec
-from layershare.train import accuracy_on, fit
-
-SPEC = "tiedresnet-stochastic-depth-digits"
-
-# The spec trains longer, and its accuracy floor must hold already after
-# this many epochs.
-TEST_EPOCHS = 6
-
-
-@pytest.fixture
-def one_thread():
-    """Run a test on one intra-op thread, then restore the thread count.
-
-    The spec tests train small models, whose many small kernels run faster on
-    one thread: 40 s against 200 s for all of them with two threads on a
-    loaded 2-core machine.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def by_hand(model: TiedResNet, x: torch.Tensor, steps: int) -> torch.Tensor:
@@ -192,32 +170,3 @@ def test_tied_norm_misses_train_mode(train_images):
 
     # One set of statistics averaged over the steps fits none of them.
     assert (eval_out - train_out).abs().max() > 1e-2
-
-
-@pytest.mark.usefixtures("one_thread")
-def test_spec_accuracy():
-    params = load_spec(SPEC).parameters
-    split = digits("images", test_fraction=params["test_fraction"], seed=params["seed"])
-    torch.manual_seed(params["seed"])
-    model = TiedResNet(
-        steps=params["steps"],
-        width=params["width"],
-        tie_weights=params["tie_weights"],
-        tie_bn=params["tie_bn"],
-    )
-    scheme = ls.StochasticDepth(
-        p_last=params["p_last"], rule=params["rule"], scale=params["scale"]
-    )
-    fit(
-        model,
-        scheme,
-        split.train,
-        epochs=TEST_EPOCHS,
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        weight_decay=params["weight_decay"],
-        seed=params["seed"],
-        progress=False,
-    )
-
-    assert accuracy_on(model, split.test) >= params["expected_min_accuracy"]

@@ -6,31 +6,8 @@ import pytest
 import torch
 
 import layershare as ls
-from layershare.data import digits
 from layershare.models import ZoneoutClassifier, ZoneoutGRUCell, ZoneoutLSTMCell
 from layershare.nn.zoneout import zoneout
-from layershare.specs import load_spec
-from layershare.train import accuracy_on, fit
-
-SPEC = "zoneoutlstm-zoneout-digits"
-
-# The spec trains longer, and its accuracy floor must hold already after
-# this many epochs.
-TEST_EPOCHS = 6
-
-
-@pytest.fixture
-def one_thread():
-    """Run a test on one intra-op thread, then restore the thread count.
-
-    The spec tests train small models, whose many small kernels run faster on
-    one thread: 40 s against 200 s for all of them with two threads on a
-    loaded 2-core machine.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def lstm_by_hand(cell: ZoneoutLSTMCell, x, h, c):
@@ -203,32 +180,6 @@ def test_classifier_rejects_other_scheme():
     model = ZoneoutClassifier("gru", hidden_size=4)
     with pytest.raises(TypeError, match="Zoneout scheme or None"):
         model.scheme = ls.StochasticDepth(0.5)
-
-
-@pytest.mark.usefixtures("one_thread")
-def test_spec_accuracy():
-    params = load_spec(SPEC).parameters
-    split = digits(
-        "sequences", test_fraction=params["test_fraction"], seed=params["seed"]
-    )
-    torch.manual_seed(params["seed"])
-    model = ZoneoutClassifier(params["cell"], hidden_size=params["hidden_size"])
-    scheme = ls.Zoneout(params["z_cell"], params["z_hidden"])
-    fit(
-        model,
-        scheme,
-        split.train,
-        epochs=TEST_EPOCHS,
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        weight_decay=params["weight_decay"],
-        seed=params["seed"],
-        optimizer=params["optimizer"],
-        max_grad_norm=params["max_grad_norm"],
-        progress=False,
-    )
-
-    assert accuracy_on(model, split.test) >= params["expected_min_accuracy"]
 
 
 def test_zoneout_masks_differ_by_sample_and_step():
