@@ -323,9 +323,12 @@ class Sampler:
         do not reach the output) are summed out. Under mixed drop-path the
         result is ``global_ratio * P_global + (1 - global_ratio) * P_local``.
 
+        Args:
+            member: One :class:`Member`, or a :class:`Members` of length 1.
+
         Raises:
-            MemberError: When the member does not fit the graph, or drops
-                every input of a join it uses.
+            MemberError: When the member does not fit the graph, drops every
+                input of a join it uses, or ``member`` holds several members.
         """
         members = Members.coerce(member)
         if len(members) != 1:

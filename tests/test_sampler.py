@@ -432,3 +432,11 @@ def test_sample_seed_above_64_bits_rejected():
     sampler = ls.Sampler(ls.Graph.chain(3), ls.StochasticDepth())
     with pytest.raises(ValueError, match="2\\*\\*64"):
         sampler.sample(3, seed=2**70)
+
+
+def test_enumerate_default_limit_is_2_pow_20():
+    sampler = ls.Sampler(ls.Graph.chain(21), ls.StochasticDepth())
+    with pytest.raises(ls.TooManyMembersError) as raised:
+        sampler.enumerate()
+    assert raised.value.limit == 2**20
+    assert raised.value.count == 2**21
