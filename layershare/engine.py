@@ -95,8 +95,17 @@ class GateInterpreter(fx.Interpreter):
         # Errors name the failing node themselves (ModelExecutionError).
         self.extra_traceback = False
 
+    #: Skip nodes whose every path to the output has a gate weight of 0 in
+    #: every row. Their values could only enter a join multiplied by 0, so
+    #: outputs are unchanged; a skipped branch gets no gradient (``None``
+    #: rather than zeros), so optimizers leave its parameters alone on that
+    #: step, as implementations that never compute a dropped block do.
+    skip_dead: bool = True
+
     def run_node(self, n: fx.Node) -> Any:
         self.current = n
+        if n.name in self.dead:
+            return None
         try:
             return super().run_node(n)
         except LayershareError:
@@ -106,6 +115,9 @@ class GateInterpreter(fx.Interpreter):
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         self.args = args
+        self.dead = set()
+        if self.skip_dead and self.edge_weights is not None:
+            self.dead = _dead_nodes(self.layershare_graph, self.edge_weights)
         return super().run(*args, **kwargs)
 
     def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
@@ -114,8 +126,11 @@ class GateInterpreter(fx.Interpreter):
             return super().call_module(target, args, kwargs)
         join = self.current.name
         gates = self.join_gates[join]
-        weights = []
+        inputs, weights = [], []
         for position, (g, x) in enumerate(zip(gates, args, strict=True)):
+            if x is None:
+                continue  # a skipped dead branch, whose weight is 0
+            inputs.append(x)
             weight = None if g is None else self._weight(g, x)
             if self.unit_state is not None:
                 unit = self.scheme.unit_weights(
@@ -124,7 +139,7 @@ class GateInterpreter(fx.Interpreter):
                 if unit is not None:
                     weight = unit if weight is None else weight * unit
             weights.append(weight)
-        return combine(args, module.rule, weights)
+        return combine(inputs, module.rule, weights)
 
     def _weight(self, gate: int, x: Tensor) -> Tensor | None:
         if self.edge_weights is None:
@@ -138,6 +153,25 @@ class GateInterpreter(fx.Interpreter):
                 f"size {x.shape[0]}"
             )
         return w.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def _dead_nodes(graph: Graph, edge_weights: Tensor) -> set[str]:
+    """Return the nodes that reach the output only through zero-weight gates."""
+    dropped = tuple((edge_weights.abs().amax(dim=1) == 0).tolist())
+    cache = graph.__dict__.setdefault("_dead_cache", {})
+    if dropped in cache:
+        return cache[dropped]
+    live = set(graph.outputs)
+    for node in reversed(graph.nodes):
+        for i in graph.out_edges(node.name):
+            edge = graph.edges[i]
+            if edge.dst in live and (edge.gate is None or not dropped[edge.gate]):
+                live.add(node.name)
+                break
+    dead = {n.name for n in graph.nodes if n.kind in ("op", "join")} - live
+    if len(cache) < 4096:
+        cache[dropped] = dead
+    return dead
 
 
 def _join_gates(graph: Graph) -> dict[str, list[int | None]]:

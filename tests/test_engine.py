@@ -209,3 +209,23 @@ def test_wrong_input_dtype_names_dtype(model):
 def test_no_samples_rejected(model):
     with pytest.raises(ls.MemberError, match="0 samples"):
         ls.evaluate(model, ls.Members.from_codes([1], 3), torch.randn(0, 5))
+
+
+def test_dropped_branch_not_computed(model):
+    calls = []
+    for index, branch in enumerate(model.branches):
+        branch.register_forward_hook(lambda *_, index=index: calls.append(index))
+    model(torch.randn(4, 5), member=ls.Members.from_codes([0b101], 3)[0])
+    assert calls == [0, 2]
+
+
+def test_skipping_dead_branches_keeps_outputs(model):
+    x = torch.randn(6, 5)
+    members = ls.Sampler(model, model.scheme).enumerate()
+    skipped = ls.evaluate(model, members, x, max_rows=6)
+    try:
+        ls.engine.GateInterpreter.skip_dead = False
+        computed = ls.evaluate(model, members, x, max_rows=6)
+    finally:
+        ls.engine.GateInterpreter.skip_dead = True
+    torch.testing.assert_close(skipped, computed, rtol=0, atol=0)

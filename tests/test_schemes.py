@@ -84,7 +84,8 @@ def test_rate_zero_values_and_gradients(scale):
     y.sum().backward()
     assert torch.equal(y, x)
     assert bool(torch.isfinite(x.grad).all())
-    assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+    # A branch that never survives is never computed, so it gets no gradient.
+    assert all(p.grad is None for p in model.branch.parameters())
 
 
 @pytest.mark.parametrize("scale", ["test", "train"])
@@ -185,14 +186,16 @@ def test_extreme_rates_gradients(local, all_dropped):
     y.sum().backward()
     assert bool(torch.isfinite(y).all())
     assert bool(torch.isfinite(x.grad).all())
-    assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+    # A column dropped in this draw is not computed and gets no gradient.
+    for p in model.parameters():
+        assert p.grad is None or bool(torch.isfinite(p.grad).all())
 
 
 def test_dropped_column_gets_no_gradient():
     model = TwoColumns()
     shallow_only = ls.Members.from_codes([0b10], 2)[0]
     model(torch.randn(8, 4), member=shallow_only).sum().backward()
-    assert bool((model.deep1.weight.grad == 0).all())
+    assert model.deep1.weight.grad is None
     assert bool((model.shallow.weight.grad != 0).any())
 
 
