@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -141,6 +142,10 @@ def _run_report(args: argparse.Namespace) -> int:
     from layershare.reports import OutputDirError, ReportError, run_report
 
     progress = args.progress and sys.stderr.isatty()
+
+    # SIGTERM (from `timeout` or a job scheduler) would otherwise end the
+    # process without running the cleanup that removes the temporary notebook.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         paths = run_report(
             spec,
@@ -160,6 +165,11 @@ def _run_report(args: argparse.Namespace) -> int:
     print(f"notebook: {paths.notebook}")
     print(f"html:     {paths.html}")
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """Turn SIGTERM into SystemExit, so that ``finally`` blocks run."""
+    raise SystemExit(128 + signum)
 
 
 def _list_specs(args: argparse.Namespace) -> int:

@@ -83,6 +83,17 @@ def test_check_parameters_accepts_spec(name):
         ("model", "VGG", "unknown model 'VGG'"),
         ("model", [1], "unknown model [1]"),
         ("test_fraction", 1.5, "test_fraction must be strictly between 0 and 1"),
+        ("epochs", 0, "'epochs': must be >= 1, but got 0"),
+        ("lr", 0.0, "'lr': must be > 0.0, but got 0.0"),
+        ("lr", -1.0, "'lr': must be > 0.0, but got -1.0"),
+        ("batch_size", 0, "'batch_size': must be >= 1, but got 0"),
+        ("weight_decay", -1.0, "'weight_decay': must be >= 0.0"),
+        ("bn_batches", 0, "'bn_batches': must be >= 1"),
+        ("sample_members", 0, "'sample_members': must be >= 1"),
+        ("max_members", 0, "'max_members': must be >= 1"),
+        ("expected_min_accuracy", 2.0, "must be >= 0.0 and <= 1.0, but got 2.0"),
+        ("seed", -1, "'seed': must be >= 0 and <= 4294967295, but got -1"),
+        ("epochs", 2.5, "'epochs': expected int, but got 2.5"),
     ],
 )
 def test_check_parameters_rejects(name, value, message):
@@ -121,6 +132,8 @@ def test_check_parameters_missing_model():
         ("p_last", "1.5", "p_last must be between 0 and 1, but got 1.5"),
         ("scheme", "nonsense", "invalid parameter 'scheme': unknown scheme"),
         ("model", "VGG", "invalid parameter 'model': unknown model 'VGG'"),
+        ("epochs", "-1", "invalid parameter 'epochs': must be >= 1, but got -1"),
+        ("lr", "0", "invalid parameter 'lr': must be > 0.0, but got 0.0"),
     ],
 )
 def test_cli_rejects_before_kernel(no_kernel, tmp_path, capsys, name, value, message):

@@ -344,6 +344,7 @@ def check_parameters(params: Params) -> None:
             f"Choose one of: {', '.join(sorted(SCHEMES))}"
         )
 
+    _check_run_parameters(params)
     with torch.random.fork_rng(devices=[]):
         try:
             task = load_task(params)
@@ -363,6 +364,44 @@ def check_parameters(params: Params) -> None:
             raise _with_context(
                 error, f"invalid parameter for scheme {scheme!r}"
             ) from error
+
+
+#: Training and analysis parameters: name -> (type, lowest value, whether the
+#: lowest value is allowed, highest allowed value or None).
+_RUN_LIMITS: dict[str, tuple[type, float, bool, float | None]] = {
+    "epochs": (int, 1, True, None),
+    "batch_size": (int, 1, True, None),
+    "lr": (float, 0.0, False, None),
+    "weight_decay": (float, 0.0, True, None),
+    "max_grad_norm": (float, 0.0, False, None),
+    "seed": (int, 0, True, 2**32 - 1),
+    "sample_members": (int, 1, True, None),
+    "max_members": (int, 1, True, None),
+    "bn_batches": (int, 1, True, None),
+    "expected_min_accuracy": (float, 0.0, True, 1.0),
+}
+
+
+def _check_run_parameters(params: Params) -> None:
+    """Reject training and analysis values that no run could use."""
+    for name, (kind, low, low_allowed, high) in _RUN_LIMITS.items():
+        value = params.get(name)
+        if value is None:
+            continue
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if not numeric or (kind is int and not isinstance(value, int)):
+            raise ValueError(
+                f"invalid parameter {name!r}: expected {kind.__name__}, but got "
+                f"{value!r}"
+            )
+        too_low = value < low or (value == low and not low_allowed)
+        if too_low or (high is not None and value > high):
+            bound = f">= {low}" if low_allowed else f"> {low}"
+            if high is not None:
+                bound += f" and <= {high}"
+            raise ValueError(
+                f"invalid parameter {name!r}: must be {bound}, but got {value!r}"
+            )
 
 
 def _with_context(error: Exception, context: str) -> Exception:
