@@ -97,7 +97,7 @@ class GateInterpreter(fx.Interpreter):
 
     #: Skip nodes whose every path to the output has a gate weight of 0 in
     #: every row. Their values could only enter a join multiplied by 0, so
-    #: outputs are unchanged; a skipped branch gets no gradient (``None``
+    #: outputs are unchanged. A skipped branch gets no gradient (``None``
     #: rather than zeros), so optimizers leave its parameters alone on that
     #: step, as implementations that never compute a dropped block do.
     skip_dead: bool = True
@@ -218,9 +218,9 @@ def member_weights(model: nn.Module, bits: Tensor, rule: str = "member") -> Tens
         model: The gated model; its ``scheme`` decides the weights.
         bits: Keep bits ``[M, num_gates]``.
         rule: ``"member"`` weighs kept gates as a training step with those gates
-            does; ``"inference"`` gives kept gates the scheme's deterministic
-            inference weight, so the all-kept member is exactly the eval model
-            and a member with gate ``g`` off is the eval model with that
+            does. ``"inference"`` gives kept gates the scheme's deterministic
+            inference weight, so the all-kept member is exactly the eval model.
+            A member with gate ``g`` off is then the eval model with that
             branch removed, as in a lesion study (default: ``"member"``).
     """
     if rule not in RULES:
@@ -347,9 +347,9 @@ def evaluate(
         batch_size: Samples per chunk (default: 512).
         max_rows: Rows per forward (default: 16384).
         device: Where to compute (default: the model's device).
-        reduce: ``None`` returns every member's output; ``"mean"`` streams the
-            mean of the members' softmax probabilities; ``"votes"`` streams the
-            per-class count (int64) of members whose argmax is that class
+        reduce: ``None`` returns every member's output. ``"mean"`` streams the
+            mean of the members' softmax probabilities, and ``"votes"`` streams
+            the per-class count (int64) of members whose argmax is that class
             (default: ``None``).
         rule: ``"member"`` or ``"inference"``, see :func:`member_weights`
             (default: ``"member"``).

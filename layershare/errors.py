@@ -82,7 +82,7 @@ class MemberError(LayershareError, ValueError):
 class UnsupportedError(LayershareError, NotImplementedError):
     """An operation is not defined or not implemented for this graph or scheme.
 
-    The message says which case is supported and what to use instead.
+    The message names the supported cases and what to use instead.
     """
 
 

@@ -33,7 +33,7 @@ def lesion_members(
     Args:
         graph: The model's graph (``model.graph``).
         k: Number of gates removed at once (default: 1).
-        max_sets: Largest number of removal sets; when there are more subsets
+        max_sets: Largest number of removal sets. When there are more subsets
             of size ``k``, a uniform sample of this many is drawn without
             replacement (default: ``None``, every subset).
         seed: Seed of that sample (default: 0).

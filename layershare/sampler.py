@@ -328,7 +328,7 @@ class Sampler:
 
         Raises:
             MemberError: When the member does not fit the graph, drops every
-                input of a join it uses, or ``member`` holds several members.
+                input of a join it uses, or ``member`` contains several members.
         """
         members = Members.coerce(member)
         if len(members) != 1:

@@ -1,6 +1,6 @@
 """Sampling schemes: distributions over gates and their train and inference rules.
 
-A scheme says how the gates of a graph are drawn during training, how a drawn
+A scheme defines how the gates of a graph are drawn during training, how a drawn
 (or chosen) gate assignment weights each gated edge, and which deterministic
 weights an ``eval()`` model uses when no member is given.
 

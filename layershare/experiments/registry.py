@@ -114,7 +114,7 @@ def _karate_task(params: Params) -> Task:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """How a spec's model name becomes data and a module."""
+    """Registry entry of a model: its data kind, builder and spec parameters."""
 
     data: str
     build: Callable[[Params, Task], nn.Module]

@@ -25,6 +25,7 @@ import copy
 
 from torch import Tensor, nn
 
+from layershare._checks import check_positive_int, check_positive_ints
 from layershare.nn.join import Join
 from layershare.nn.module import GatedModel
 
@@ -43,8 +44,7 @@ def join_layout(columns: int) -> list[tuple[int, ...]]:
         >>> [len(j) for j in join_layout(4)]
         [2, 3, 2, 4]
     """
-    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
-        raise ValueError(f"columns must be a positive int, but got {columns!r}")
+    check_positive_int("columns", columns)
     depth = 2 ** (columns - 1)
     layout = []
     for d in range(1, depth + 1):
@@ -168,15 +168,13 @@ class FractalNet(GatedModel):
         scheme=None,
     ) -> None:
         super().__init__(scheme)
-        for name, value in (
-            ("columns", columns),
-            ("blocks", blocks),
-            ("width", width),
-            ("in_channels", in_channels),
-            ("num_classes", num_classes),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, but got {value!r}")
+        check_positive_ints(
+            columns=columns,
+            blocks=blocks,
+            width=width,
+            in_channels=in_channels,
+            num_classes=num_classes,
+        )
         self.columns = columns
         channels = [in_channels] + [width * 2**b for b in range(blocks)]
         self.blocks = nn.ModuleList(

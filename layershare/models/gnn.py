@@ -17,6 +17,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv
 
+from layershare._checks import check_positive_ints
 from layershare.nn.join import Join
 from layershare.nn.module import GatedModel
 
@@ -92,14 +93,12 @@ class TiedGCN(GatedModel):
         scheme=None,
     ) -> None:
         super().__init__(scheme)
-        for name, value in (
-            ("in_channels", in_channels),
-            ("hidden", hidden),
-            ("layers", layers),
-            ("num_classes", num_classes),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, but got {value!r}")
+        check_positive_ints(
+            in_channels=in_channels,
+            hidden=hidden,
+            layers=layers,
+            num_classes=num_classes,
+        )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), but got {dropout!r}")
         self.tie_weights = bool(tie_weights)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from layershare._checks import check_positive_int
 from layershare.nn.join import Join
 from layershare.nn.module import GatedModel
 
@@ -35,12 +36,6 @@ __all__ = [
 ]
 
 
-def _check_positive(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, but got {value!r}")
-    return value
-
-
 def _check_ranks(ranks: Sequence[int], width: int) -> tuple[int, ...]:
     if isinstance(ranks, int) or not isinstance(ranks, Sequence) or not ranks:
         raise ValueError(
@@ -48,7 +43,7 @@ def _check_ranks(ranks: Sequence[int], width: int) -> tuple[int, ...]:
             f"{ranks!r}"
         )
     for rank in ranks:
-        _check_positive("each rank", rank)
+        check_positive_int("each rank", rank)
         if rank > width:
             raise ValueError(
                 f"a rank cannot exceed the state width {width}, but got {rank}"
@@ -91,9 +86,9 @@ class LowRankLinear(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        _check_positive("in_features", in_features)
-        _check_positive("out_features", out_features)
-        _check_positive("rank", rank)
+        check_positive_int("in_features", in_features)
+        check_positive_int("out_features", out_features)
+        check_positive_int("rank", rank)
         if rank > min(in_features, out_features):
             raise ValueError(
                 f"rank must be at most min(in_features, out_features) = "
@@ -242,9 +237,9 @@ class LowRankHighwayNet(GatedModel):
         scheme=None,
     ) -> None:
         super().__init__(scheme)
-        _check_positive("in_features", in_features)
-        _check_positive("width", width)
-        _check_positive("num_classes", num_classes)
+        check_positive_int("in_features", in_features)
+        check_positive_int("width", width)
+        check_positive_int("num_classes", num_classes)
         self.ranks = _check_ranks(ranks, width)
         self.stem = nn.Linear(in_features, width)
         self.branches = nn.ModuleList(
@@ -386,9 +381,9 @@ class LowRankGRUClassifier(GatedModel):
         scheme=None,
     ) -> None:
         super().__init__(scheme)
-        _check_positive("input_size", input_size)
-        _check_positive("hidden_size", hidden_size)
-        _check_positive("num_classes", num_classes)
+        check_positive_int("input_size", input_size)
+        check_positive_int("hidden_size", hidden_size)
+        check_positive_int("num_classes", num_classes)
         self.ranks = _check_ranks(ranks, hidden_size)
         self.recurrence = LowRankGRU(input_size, hidden_size, self.ranks, diagonal)
         self.head = nn.Linear(hidden_size, num_classes)

@@ -10,16 +10,11 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from layershare._checks import check_positive_ints
 from layershare.nn.join import Join
 from layershare.nn.module import GatedModel
 
 __all__ = ["ConvBranch", "LinearBranch", "ResNet", "ResidualMLP"]
-
-
-def _check_positive(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, but got {value!r}")
-    return value
 
 
 class ConvBranch(nn.Module):
@@ -116,13 +111,9 @@ class ResNet(_ResidualChain):
         scheme=None,
     ) -> None:
         super().__init__(scheme)
-        for name, value in (
-            ("blocks", blocks),
-            ("width", width),
-            ("in_channels", in_channels),
-            ("num_classes", num_classes),
-        ):
-            _check_positive(name, value)
+        check_positive_ints(
+            blocks=blocks, width=width, in_channels=in_channels, num_classes=num_classes
+        )
         self.stem = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
         self.branches = nn.ModuleList(ConvBranch(width) for _ in range(blocks))
         self.joins = nn.ModuleList(Join(2, "sum") for _ in range(blocks))
@@ -160,13 +151,9 @@ class ResidualMLP(_ResidualChain):
         scheme=None,
     ) -> None:
         super().__init__(scheme)
-        for name, value in (
-            ("in_features", in_features),
-            ("width", width),
-            ("blocks", blocks),
-            ("num_classes", num_classes),
-        ):
-            _check_positive(name, value)
+        check_positive_ints(
+            in_features=in_features, width=width, blocks=blocks, num_classes=num_classes
+        )
         self.stem = nn.Linear(in_features, width)
         self.branches = nn.ModuleList(LinearBranch(width) for _ in range(blocks))
         self.joins = nn.ModuleList(Join(2, "sum") for _ in range(blocks))

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 
 from torch import Tensor, nn
 
+from layershare._checks import check_positive_int, check_positive_ints
 from layershare.nn.join import Join
 from layershare.nn.module import GatedModel
 
@@ -52,8 +53,7 @@ class TiedBranch(nn.Module):
 
     def __init__(self, width: int, norms: int = 1) -> None:
         super().__init__()
-        if isinstance(norms, bool) or not isinstance(norms, int) or norms < 1:
-            raise ValueError(f"norms must be a positive int, but got {norms!r}")
+        check_positive_int("norms", norms)
         self.bn1 = nn.ModuleList(nn.BatchNorm2d(width) for _ in range(norms))
         self.conv1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.bn2 = nn.ModuleList(nn.BatchNorm2d(width) for _ in range(norms))
@@ -116,14 +116,9 @@ class TiedResNet(GatedModel):
         scheme=None,
     ) -> None:
         super().__init__(scheme)
-        for name, value in (
-            ("steps", steps),
-            ("width", width),
-            ("in_channels", in_channels),
-            ("num_classes", num_classes),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, but got {value!r}")
+        check_positive_ints(
+            steps=steps, width=width, in_channels=in_channels, num_classes=num_classes
+        )
         if tie_bn and not tie_weights:
             raise ValueError(
                 "tie_bn=True needs tie_weights=True: batch norm can only be shared "
@@ -155,8 +150,7 @@ class TiedResNet(GatedModel):
 
     @steps.setter
     def steps(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"steps must be a positive int, but got {value!r}")
+        check_positive_int("steps", value)
         if not self.tie_weights and value > self.trained_steps:
             raise ValueError(
                 f"an untied net has weights for {self.trained_steps} steps, so it "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from layershare._checks import check_positive_ints
 from layershare.nn.module import GatedModel
 from layershare.nn.zoneout import Zoneout, _check_rate, zoneout
 
@@ -198,13 +199,9 @@ class ZoneoutClassifier(GatedModel):
         super().__init__(None)
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, but got {cell!r}")
-        for name, value in (
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("num_classes", num_classes),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, but got {value!r}")
+        check_positive_ints(
+            input_size=input_size, hidden_size=hidden_size, num_classes=num_classes
+        )
         if cell == "lstm":
             unit = ZoneoutLSTMCell(input_size, hidden_size, 0.0, 0.0)
         else:

@@ -98,18 +98,21 @@ class Join(nn.Module):
         columns: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(num_inputs, int) or num_inputs < 2:
+        if (
+            isinstance(num_inputs, bool)
+            or not isinstance(num_inputs, int)
+            or num_inputs < 2
+        ):
             raise ValueError(
                 f"a join needs at least 2 inputs, but got num_inputs={num_inputs!r}"
             )
         if rule not in RULES:
             raise ValueError(f"join rule must be one of {RULES}, but got {rule!r}")
+
+        # A two-input sum is a residual join; anything else joins columns.
         if roles is None:
-            roles = (
-                ("skip", "branch")
-                if num_inputs == 2 and rule == "sum"
-                else (("column",) * num_inputs)
-            )
+            residual = num_inputs == 2 and rule == "sum"
+            roles = ("skip", "branch") if residual else ("column",) * num_inputs
         roles = tuple(roles)
         if len(roles) != num_inputs:
             raise ValueError(
@@ -118,6 +121,7 @@ class Join(nn.Module):
         for role in roles:
             if role not in ROLES:
                 raise ValueError(f"input role must be one of {ROLES}, but got {role!r}")
+
         if columns is not None:
             columns = tuple(int(c) for c in columns)
             if len(columns) != num_inputs:
@@ -125,6 +129,7 @@ class Join(nn.Module):
                     f"columns has {len(columns)} entries but the join has "
                     f"{num_inputs} inputs"
                 )
+
         self.num_inputs = num_inputs
         self.rule = rule
         self.roles = roles
